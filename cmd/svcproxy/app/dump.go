@@ -1,0 +1,196 @@
+package app
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/spf13/cobra"
+	v1 "k8s.io/api/core/v1"
+
+	"github.com/svcproxy/svcproxy/proxier"
+	"github.com/svcproxy/svcproxy/proxier/manifest"
+)
+
+type dumpOptions struct {
+	files              []string
+	nodeName           string
+	nodeIPs            []string
+	clusterCIDRs       []string
+	masqueradeAll      bool
+	masqueradeBit      int
+	ipFamily           string
+	jumps              bool
+	randomFully        bool
+	localhostNodePorts bool
+	nodePortAddresses  []string
+}
+
+func newDumpCommand() *cobra.Command {
+	o := &dumpOptions{}
+	cmd := &cobra.Command{
+		Use:   "dump -f PATH",
+		Short: "Print the iptables-restore input a node would get for the given manifests",
+		Long: `Reads Services, EndpointSlices and Nodes (YAML or JSON; single objects, Lists or
+multi-document files; a file, a directory or - for stdin) and prints the
+iptables-restore text svcproxy would apply on the node named by --node-name.
+Nothing is applied. Malformed input is reported naming file, object and field,
+with exit code 2 and nothing on stdout.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out, err := o.run(cmd)
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(out)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVarP(&o.files, "filename", "f", nil, "manifest file, directory or - (repeatable)")
+	f.StringVar(&o.nodeName, "node-name", "", "the node to render for (its Node object, if given, supplies IPs, pod CIDRs and zone)")
+	f.StringSliceVar(&o.nodeIPs, "node-ip", nil, "the node's IP addresses (default: the Node object's InternalIPs)")
+	f.StringSliceVar(&o.clusterCIDRs, "cluster-cidr", nil, "pod network CIDRs; traffic from outside them to a cluster IP is masqueraded")
+	f.BoolVar(&o.masqueradeAll, "masquerade-all", false, "masquerade all traffic to cluster IPs")
+	f.IntVar(&o.masqueradeBit, "masquerade-bit", 14, "fwmark bit used to mark packets for masquerade (0-31)")
+	f.StringVar(&o.ipFamily, "ip-family", "ipv4", "ipv4 or ipv6")
+	f.BoolVar(&o.jumps, "jumps", false, "also print the jumps from built-in chains (for applying to an empty ruleset)")
+	f.BoolVar(&o.randomFully, "random-fully", true, "use MASQUERADE --random-fully")
+	f.BoolVar(&o.localhostNodePorts, "localhost-nodeports", true, "allow NodePorts on 127.0.0.1 (IPv4)")
+	f.StringSliceVar(&o.nodePortAddresses, "nodeport-addresses", nil, "node IPs that accept NodePorts (default: all local addresses)")
+	_ = cmd.MarkFlagRequired("filename")
+	return cmd
+}
+
+func (o *dumpOptions) run(cmd *cobra.Command) ([]byte, error) {
+	objs := &manifest.Objects{}
+	for _, f := range o.files {
+		got, err := manifest.Load(f, cmd.InOrStdin())
+		if err != nil {
+			return nil, badInput(err)
+		}
+		objs.Services = append(objs.Services, got.Services...)
+		objs.EndpointSlices = append(objs.EndpointSlices, got.EndpointSlices...)
+		objs.Nodes = append(objs.Nodes, got.Nodes...)
+	}
+	cfg, err := o.nodeConfig(objs.Nodes)
+	if err != nil {
+		return nil, badInput(err)
+	}
+	snap, err := proxier.BuildSnapshot(objs.Services, objs.EndpointSlices, cfg.Family)
+	if err != nil {
+		return nil, badInput(err)
+	}
+	rendered := proxier.Render(snap, cfg, proxier.RenderOptions{Full: true})
+	if !o.jumps {
+		return rendered.Data, nil
+	}
+	jumps := proxier.Jumps()
+	if cfg.PodEgress != nil {
+		jumps = append(jumps, proxier.PodEgressJump())
+	}
+	return withJumps(rendered.Data, proxier.JumpsRestoreText(jumps)), nil
+}
+
+func (o *dumpOptions) nodeConfig(nodes []*v1.Node) (*proxier.NodeConfig, error) {
+	var errs []error
+	family := v1.IPv4Protocol
+	switch o.ipFamily {
+	case "ipv4", "IPv4":
+	case "ipv6", "IPv6":
+		family = v1.IPv6Protocol
+	default:
+		errs = append(errs, fmt.Errorf("--ip-family: %q is not ipv4 or ipv6", o.ipFamily))
+	}
+	if o.masqueradeBit < 0 || o.masqueradeBit > 31 {
+		errs = append(errs, fmt.Errorf("--masquerade-bit: %d is out of range 0..31", o.masqueradeBit))
+	}
+	node := findNode(nodes, o.nodeName)
+	nodeIPs, err := parseAddrs("--node-ip", o.nodeIPs)
+	errs = append(errs, err)
+	if len(nodeIPs) == 0 && node != nil {
+		nodeIPs = proxier.NodeAddresses(node)
+	}
+	nodeIPs = slices.DeleteFunc(nodeIPs, func(a netip.Addr) bool { return (family == v1.IPv6Protocol) != a.Is6() })
+	cidrs, err := parsePrefixes("--cluster-cidr", o.clusterCIDRs)
+	errs = append(errs, err)
+	npa, err := parseAddrs("--nodeport-addresses", o.nodePortAddresses)
+	errs = append(errs, err)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	cfg := &proxier.NodeConfig{
+		Family:             family,
+		Topology:           proxier.TopologyOf(o.nodeName, node),
+		NodeIPs:            nodeIPs,
+		MasqueradeBit:      o.masqueradeBit,
+		MasqueradeAll:      o.masqueradeAll,
+		LocalDetector:      proxier.DetectByClusterCIDRs(familyPrefixes(cidrs, family)),
+		RandomFully:        o.randomFully,
+		LocalhostNodePorts: o.localhostNodePorts,
+		NodePortAddresses:  npa,
+	}
+	return cfg, nil
+}
+
+func findNode(nodes []*v1.Node, name string) *v1.Node {
+	for _, n := range nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+func parseAddrs(flag string, raw []string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	var errs []error
+	for _, s := range raw {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %q is not an IP address", flag, s))
+			continue
+		}
+		out = append(out, a)
+	}
+	return out, errors.Join(errs...)
+}
+
+func parsePrefixes(flag string, raw []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	var errs []error
+	for _, s := range raw {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %q is not a CIDR", flag, s))
+			continue
+		}
+		out = append(out, p.Masked())
+	}
+	return out, errors.Join(errs...)
+}
+
+func familyPrefixes(in []netip.Prefix, family v1.IPFamily) []netip.Prefix {
+	return slices.DeleteFunc(slices.Clone(in), func(p netip.Prefix) bool { return (family == v1.IPv6Protocol) != p.Addr().Is6() })
+}
+
+// withJumps inserts the jump rules just before each table's COMMIT.
+func withJumps(data []byte, jumps map[string][]string) []byte {
+	var out bytes.Buffer
+	table := ""
+	for _, line := range bytes.SplitAfter(data, []byte("\n")) {
+		t := string(bytes.TrimSpace(line))
+		if len(t) > 0 && t[0] == '*' {
+			table = t[1:]
+		}
+		if t == "COMMIT" {
+			for _, j := range jumps[table] {
+				out.WriteString(j + "\n")
+			}
+		}
+		out.Write(line)
+	}
+	return out.Bytes()
+}

@@ -1,0 +1,62 @@
+// Package app holds svcproxy's commands. Invoked with no subcommand (as
+// kubeadm's DaemonSet invokes kube-proxy), svcproxy runs the daemon.
+package app
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes: 1 for runtime failures, 2 for bad input (flags, manifests).
+const (
+	exitFailure  = 1
+	exitBadInput = 2
+)
+
+// inputError marks errors caused by what the user gave us.
+type inputError struct{ err error }
+
+func (e inputError) Error() string { return e.err.Error() }
+func (e inputError) Unwrap() error { return e.err }
+
+func badInput(err error) error { return inputError{err} }
+
+// Main runs svcproxy with args and returns the process exit code.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := NewRootCommand(stdin, stdout, stderr)
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(stderr, "svcproxy:", err)
+	var in inputError
+	if errors.As(err, &in) || isFlagError(err) {
+		return exitBadInput
+	}
+	return exitFailure
+}
+
+// NewRootCommand builds the command tree.
+func NewRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "svcproxy",
+		Short:         "A drop-in replacement for kube-proxy (iptables mode)",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return badInput(err) })
+	root.AddCommand(newDumpCommand())
+	return root
+}
+
+func isFlagError(err error) bool {
+	var in inputError
+	return errors.As(err, &in)
+}
