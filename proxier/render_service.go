@@ -10,7 +10,7 @@ import (
 // to go. Computing it apart from writing keeps the writers simple.
 type servicePlan struct {
 	sp   *ServicePort
-	name string // "ns/svc:port"
+	name string   // "ns/svc:port"
 	args []string // "-m proto -p proto"
 
 	eps Categorized

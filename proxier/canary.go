@@ -1,0 +1,91 @@
+package proxier
+
+import (
+	"context"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/svcproxy/svcproxy/iptables"
+)
+
+// canaryTables are where KUBE-PROXY-CANARY lives. If any copy disappears,
+// something flushed that table (a firewall reload, an operator's
+// "iptables -F"): our rules are gone too and need a full sync.
+var canaryTables = []iptables.Table{iptables.TableMangle, iptables.TableNAT, iptables.TableFilter}
+
+// EnsureCanaries creates the canary chains.
+func EnsureCanaries(ctx context.Context, ipt iptables.Interface) error {
+	for _, t := range canaryTables {
+		if err := ipt.EnsureChain(ctx, t, ChainProxyCanary); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CanariesPresent reports whether every canary chain still exists and the
+// nat table still jumps into KUBE-SERVICES. The second check catches a plain
+// "iptables -t nat -F", which empties chains but deletes none. (Checking
+// with EnsureRule puts a missing jump back at once, which is harmless: a
+// full sync follows.)
+func CanariesPresent(ctx context.Context, ipt iptables.Interface) (bool, error) {
+	for _, t := range canaryTables {
+		ok, err := ipt.ChainExists(ctx, t, ChainProxyCanary)
+		if err != nil || !ok {
+			return false, err
+		}
+	}
+	for _, j := range Jumps() {
+		if j.Table != string(iptables.TableNAT) || j.To != ChainServices {
+			continue
+		}
+		if ok, err := ipt.ChainExists(ctx, iptables.TableNAT, ChainServices); err != nil || !ok {
+			return false, err
+		}
+		existed, err := ipt.EnsureRule(ctx, iptables.Prepend, iptables.TableNAT, j.From, j.Args...)
+		if err != nil || !existed {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// canaryInterval is how often watchCanary looks: often enough that a flush
+// is repaired well within one sync period.
+func (p *Proxier) canaryInterval() time.Duration {
+	return max(min(p.cfg.SyncPeriod/3, 10*time.Second), 100*time.Millisecond)
+}
+
+// watchCanary recreates the canaries and forces a full sync whenever they
+// vanish. It only nudges the sync goroutine; it never writes rules itself.
+func (p *Proxier) watchCanary(ctx context.Context) {
+	ipt := p.cfg.IPTables
+	if err := EnsureCanaries(ctx, ipt); err != nil {
+		klog.ErrorS(err, "Failed to create canary chains; table flushes will be noticed only at periodic full syncs")
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.clock.After(p.canaryInterval()):
+		}
+		checkCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		present, err := CanariesPresent(checkCtx, ipt)
+		if err == nil && !present {
+			klog.InfoS("Canary chain missing: iptables was flushed; forcing a full resync")
+			p.requestFullSync()
+			err = EnsureCanaries(checkCtx, ipt)
+		}
+		cancel()
+		if err != nil {
+			klog.ErrorS(err, "Canary check failed")
+		}
+	}
+}
+
+// fullSyncRequested is read by the sync goroutine.
+func (p *Proxier) requestFullSync() {
+	p.fullRequested.Store(true)
+	p.Sync()
+}

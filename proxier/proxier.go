@@ -1,0 +1,294 @@
+package proxier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+
+	"github.com/svcproxy/svcproxy/iptables"
+	"github.com/svcproxy/svcproxy/proxier/healthz"
+	"github.com/svcproxy/svcproxy/proxier/metrics"
+	"github.com/svcproxy/svcproxy/proxier/runner"
+)
+
+// fullSyncPeriod forces a full sync now and then even without failures, as
+// kube-proxy does, to repair any drift that partial syncs would not notice.
+const fullSyncPeriod = time.Hour
+
+// Config configures a Proxier.
+type Config struct {
+	IPTables iptables.Interface
+	// NodeConfig derives the rendering configuration from this node's Node
+	// object (nil until the Node is seen). It is called on every Node change.
+	NodeConfig func(node *v1.Node) *NodeConfig
+	// SyncPeriod is the longest time between syncs (and the canary check
+	// interval); MinSyncPeriod the shortest.
+	SyncPeriod, MinSyncPeriod time.Duration
+	// Health, when set, is told about queued changes and finished syncs.
+	Health *healthz.ProxyHealth
+	// Sets, when set, is called before every apply to bring ipsets that the
+	// rules reference up to date (a rule must never refer to a missing set).
+	Sets func(ctx context.Context, cfg *NodeConfig) error
+	// Problems, when set, receives objects that cannot be programmed (each
+	// error names the object and field). Default: logged.
+	Problems func(err error)
+	Clock    clock.Clock
+}
+
+// Validate reports every problem with c.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.IPTables == nil {
+		errs = append(errs, errors.New("proxier: IPTables must be set"))
+	}
+	if c.NodeConfig == nil {
+		errs = append(errs, errors.New("proxier: NodeConfig must be set"))
+	}
+	if c.SyncPeriod <= 0 {
+		errs = append(errs, fmt.Errorf("proxier: SyncPeriod (%v) must be positive", c.SyncPeriod))
+	}
+	if c.MinSyncPeriod < 0 || c.MinSyncPeriod > c.SyncPeriod {
+		errs = append(errs, fmt.Errorf("proxier: MinSyncPeriod (%v) must be in 0..SyncPeriod (%v)", c.MinSyncPeriod, c.SyncPeriod))
+	}
+	return errors.Join(errs...)
+}
+
+// Proxier keeps one node's service rules in step with the API. Informer
+// handlers (On*) record changes and nudge; only the sync goroutine started by
+// Run touches the kernel.
+type Proxier struct {
+	cfg     Config
+	family  v1.IPFamily
+	tracker *ChangeTracker
+	runner  *runner.Runner
+	clock   clock.Clock
+
+	servicesSynced, slicesSynced atomic.Bool
+	// fullRequested is set by the canary watcher for the sync goroutine.
+	fullRequested atomic.Bool
+
+	nodeMu   sync.Mutex
+	nodeConf *NodeConfig
+
+	// Owned by the sync goroutine.
+	snapshot     *Snapshot
+	needFullSync bool
+	lastFullSync time.Time
+	lastNodeConf *NodeConfig
+}
+
+// New validates cfg and returns a Proxier. It starts nothing: call Run.
+func New(cfg Config) (*Proxier, error) {
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.Problems == nil {
+		cfg.Problems = func(err error) { klog.ErrorS(err, "Cannot program object") }
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	nodeConf := cfg.NodeConfig(nil)
+	p := &Proxier{
+		cfg:          cfg,
+		family:       nodeConf.Family,
+		tracker:      NewChangeTracker(nodeConf.Family),
+		clock:        cfg.Clock,
+		nodeConf:     nodeConf,
+		snapshot:     &Snapshot{Services: map[ServicePortName]*ServicePort{}, Endpoints: map[ServicePortName][]*Endpoint{}},
+		needFullSync: true,
+	}
+	retry := min(cfg.SyncPeriod, time.Second*30)
+	r, err := runner.New("sync-proxy-rules-"+string(p.family), p.syncProxyRules, cfg.MinSyncPeriod, retry, cfg.SyncPeriod, cfg.Clock)
+	if err != nil {
+		return nil, err
+	}
+	p.runner = r
+	return p, nil
+}
+
+// Run syncs until ctx ends. The rules stay in place afterwards: a restarting
+// proxy must not cut established service traffic.
+func (p *Proxier) Run(ctx context.Context) error {
+	if p.cfg.Health != nil {
+		p.cfg.Health.Updated(p.family)
+	}
+	go p.watchCanary(ctx)
+	return p.runner.Run(ctx)
+}
+
+// Sync asks for a sync soon (bounded by MinSyncPeriod).
+func (p *Proxier) Sync() { p.runner.Sync() }
+
+func (p *Proxier) queued() {
+	if p.cfg.Health != nil {
+		p.cfg.Health.QueueUpdated(p.family)
+	}
+	metrics.SyncProxyRulesLastQueuedTimestamp.WithLabelValues(string(p.family)).SetToCurrentTime()
+	p.Sync()
+}
+
+// OnServiceAdd and the other On* methods are informer handlers.
+func (p *Proxier) OnServiceAdd(svc *v1.Service) { p.OnServiceUpdate(nil, svc) }
+
+func (p *Proxier) OnServiceUpdate(_, svc *v1.Service) {
+	if p.tracker.ServiceChanged(keyOf(svc.Namespace, svc.Name), svc, p.clock.Now()) {
+		metrics.ServiceChangesTotal.Inc()
+		p.queued()
+	}
+}
+
+func (p *Proxier) OnServiceDelete(svc *v1.Service) {
+	if p.tracker.ServiceChanged(keyOf(svc.Namespace, svc.Name), nil, p.clock.Now()) {
+		metrics.ServiceChangesTotal.Inc()
+		p.queued()
+	}
+}
+
+func (p *Proxier) OnServicesSynced() {
+	p.servicesSynced.Store(true)
+	p.Sync()
+}
+
+func (p *Proxier) OnEndpointSliceAdd(s *discovery.EndpointSlice) { p.OnEndpointSliceUpdate(nil, s) }
+
+func (p *Proxier) OnEndpointSliceUpdate(_, s *discovery.EndpointSlice) {
+	if p.tracker.EndpointSliceChanged(s, false, p.clock.Now()) {
+		metrics.EndpointChangesTotal.Inc()
+		p.queued()
+	}
+}
+
+func (p *Proxier) OnEndpointSliceDelete(s *discovery.EndpointSlice) {
+	if p.tracker.EndpointSliceChanged(s, true, p.clock.Now()) {
+		metrics.EndpointChangesTotal.Inc()
+		p.queued()
+	}
+}
+
+func (p *Proxier) OnEndpointSlicesSynced() {
+	p.slicesSynced.Store(true)
+	p.Sync()
+}
+
+// OnNodeChange takes this node's Node object (nil when deleted). A change in
+// what the rules depend on (zone, addresses, pod CIDRs) forces a full sync.
+func (p *Proxier) OnNodeChange(node *v1.Node) {
+	if p.cfg.Health != nil {
+		p.cfg.Health.SyncNode(node)
+	}
+	if node == nil {
+		return // keep the last known configuration
+	}
+	next := p.cfg.NodeConfig(node)
+	p.nodeMu.Lock()
+	changed := !reflect.DeepEqual(next, p.nodeConf)
+	if changed {
+		p.nodeConf = next
+	}
+	p.nodeMu.Unlock()
+	if changed {
+		klog.InfoS("Node configuration changed; resyncing all rules", "node", node.Name)
+		p.queued()
+	}
+}
+
+func (p *Proxier) currentNodeConfig() *NodeConfig {
+	p.nodeMu.Lock()
+	defer p.nodeMu.Unlock()
+	return p.nodeConf
+}
+
+func keyOf(ns, name string) types.NamespacedName {
+	return types.NamespacedName{Namespace: ns, Name: name}
+}
+
+// syncProxyRules is the one place rules are written. Any failure makes the
+// next sync a full one, because the change tracker has already been drained.
+func (p *Proxier) syncProxyRules() error {
+	if !p.servicesSynced.Load() || !p.slicesSynced.Load() {
+		klog.V(2).InfoS("Not syncing until Services and EndpointSlices have been listed")
+		return nil
+	}
+	start := p.clock.Now()
+	family := string(p.family)
+	nodeConf := p.currentNodeConfig()
+	full := p.fullRequested.Swap(false) || p.needFullSync || p.clock.Since(p.lastFullSync) > fullSyncPeriod || !reflect.DeepEqual(nodeConf, p.lastNodeConf)
+
+	changed, triggers, problems := p.tracker.Update(p.snapshot)
+	if problems != nil {
+		p.cfg.Problems(problems)
+	}
+	metrics.ServiceChangesPending.Set(0)
+	metrics.EndpointChangesPending.Set(0)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := p.apply(ctx, nodeConf, full, changed)
+	elapsed := metrics.SinceInSeconds(start)
+	metrics.SyncProxyRulesLatency.WithLabelValues(family).Observe(elapsed)
+	if full {
+		metrics.SyncFullProxyRulesLatency.WithLabelValues(family).Observe(elapsed)
+	} else {
+		metrics.SyncPartialProxyRulesLatency.WithLabelValues(family).Observe(elapsed)
+	}
+	if err != nil {
+		p.needFullSync = true
+		metrics.IPTablesRestoreFailuresTotal.WithLabelValues(family).Inc()
+		if !full {
+			metrics.IPTablesPartialRestoreFailuresTotal.WithLabelValues(family).Inc()
+		}
+		return err
+	}
+	p.needFullSync = false
+	p.lastNodeConf = nodeConf
+	if full {
+		p.lastFullSync = start
+	}
+	for _, t := range triggers {
+		metrics.NetworkProgrammingLatency.WithLabelValues(family).Observe(metrics.SinceInSeconds(t))
+	}
+	metrics.SyncProxyRulesLastTimestamp.WithLabelValues(family).SetToCurrentTime()
+	if p.cfg.Health != nil {
+		p.cfg.Health.Updated(p.family)
+	}
+	klog.V(2).InfoS("Synced proxy rules", "full", full, "changedServices", len(changed), "elapsed", p.clock.Since(start))
+	return nil
+}
+
+func (p *Proxier) apply(ctx context.Context, nodeConf *NodeConfig, full bool, changed map[types.NamespacedName]bool) error {
+	family := string(p.family)
+	if p.cfg.Sets != nil {
+		if err := p.cfg.Sets(ctx, nodeConf); err != nil {
+			klog.ErrorS(err, "Failed to sync ipsets; rules not written this time")
+			return fmt.Errorf("ipsets: %w", err)
+		}
+	}
+	rendered, err := Apply(ctx, p.cfg.IPTables, ApplyRequest{Snapshot: p.snapshot, Config: nodeConf, Full: full, Changed: changed})
+	if err != nil {
+		var re *iptables.RestoreError
+		if errors.As(err, &re) {
+			klog.ErrorS(err, "Failed to execute iptables-restore", "line", re.Line, "rules", re.Lines)
+		} else {
+			klog.ErrorS(err, "Failed to sync proxy rules", "full", full)
+		}
+		return err
+	}
+	metrics.IPTablesRulesTotal.WithLabelValues("filter", family).Set(float64(rendered.FilterRules))
+	metrics.IPTablesRulesLastSync.WithLabelValues("filter", family).Set(float64(rendered.FilterRules))
+	metrics.IPTablesRulesTotal.WithLabelValues("nat", family).Set(float64(rendered.NATRulesTotal - rendered.DeletedChains))
+	metrics.IPTablesRulesLastSync.WithLabelValues("nat", family).Set(float64(rendered.NATRules - rendered.DeletedChains))
+	metrics.SyncProxyRulesNoLocalEndpointsTotal.WithLabelValues("internal", family).Set(float64(rendered.NoLocalEndpointsInternal))
+	metrics.SyncProxyRulesNoLocalEndpointsTotal.WithLabelValues("external", family).Set(float64(rendered.NoLocalEndpointsExternal))
+	return nil
+}

@@ -1,0 +1,255 @@
+package proxier
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/svcproxy/svcproxy/iptables"
+)
+
+func newTestProxier(t *testing.T) (*Proxier, *iptables.Fake) {
+	t.Helper()
+	ipt := iptables.NewFake(iptables.IPv4)
+	p, err := New(Config{
+		IPTables:      ipt,
+		NodeConfig:    func(*v1.Node) *NodeConfig { return testNodeConfig() },
+		SyncPeriod:    30e9,
+		MinSyncPeriod: 1e9,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, ipt
+}
+
+func mustSync(t *testing.T, p *Proxier) {
+	t.Helper()
+	if err := p.syncProxyRules(); err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+}
+
+func natChain(ipt *iptables.Fake, chain string) *iptables.Chain {
+	return ipt.Dump().Chain(iptables.TableNAT, chain)
+}
+
+func TestNoRulesBeforeInformersSynced(t *testing.T) {
+	p, ipt := newTestProxier(t)
+	p.OnServiceAdd(webService)
+	p.OnServicesSynced()
+	mustSync(t, p)
+	if ipt.Restores() != 0 {
+		t.Fatalf("restored before EndpointSlices were listed")
+	}
+	p.OnEndpointSlicesSynced()
+	mustSync(t, p)
+	if ipt.Restores() != 1 {
+		t.Fatalf("want one restore after both informers synced, got %d", ipt.Restores())
+	}
+}
+
+func TestFirstSyncIsFullAndEnsuresJumps(t *testing.T) {
+	p, ipt := newTestProxier(t)
+	p.OnServicesSynced()
+	p.OnEndpointSlicesSynced()
+	p.OnServiceAdd(webService)
+	p.OnEndpointSliceAdd(webSlice)
+	mustSync(t, p)
+
+	for _, j := range Jumps() {
+		chain := ipt.Dump().Chain(iptables.Table(j.Table), j.From)
+		if chain == nil || !hasRuleTo(chain, j.To) {
+			t.Errorf("missing jump %s/%s -> %s", j.Table, j.From, j.To)
+		}
+	}
+	if natChain(ipt, ClusterPolicyChain(webPortName)) == nil {
+		t.Fatalf("KUBE-SVC chain for demo/web not written")
+	}
+}
+
+func hasRuleTo(c *iptables.Chain, target string) bool {
+	for _, r := range c.Rules {
+		if strings.Contains(r.Raw, "-j "+target) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestPartialSyncWritesOnlyChangedServices(t *testing.T) {
+	p, ipt := newTestProxier(t)
+	p.OnServicesSynced()
+	p.OnEndpointSlicesSynced()
+	shop := service("demo", "shop", "203.0.113.20", port("http", v1.ProtocolTCP, 80))
+	shopSlice := slice("demo", "shop", "shop-1", tcpPort("http", 8080), endpoint("198.51.100.4"))
+	p.OnServiceAdd(webService)
+	p.OnEndpointSliceAdd(webSlice)
+	p.OnServiceAdd(shop)
+	p.OnEndpointSliceAdd(shopSlice)
+	mustSync(t, p)
+
+	// Scale shop: only its chains may appear in the next restore.
+	scaled := shopSlice.DeepCopy()
+	scaled.Endpoints = append(scaled.Endpoints, endpoint("198.51.100.7"))
+	p.OnEndpointSliceUpdate(shopSlice, scaled)
+	mustSync(t, p)
+	last := string(ipt.LastRestore())
+	if strings.Contains(last, ":"+ClusterPolicyChain(webPortName)) {
+		t.Errorf("partial sync rewrote unchanged demo/web chains:\n%s", last)
+	}
+	shopName := ServicePortName{NamespacedName: types.NamespacedName{Namespace: "demo", Name: "shop"}, Port: "http", Protocol: v1.ProtocolTCP}
+	if !strings.Contains(last, ":"+ClusterPolicyChain(shopName)) {
+		t.Errorf("partial sync did not write demo/shop chains:\n%s", last)
+	}
+	// demo/web's chains are still in the kernel and still referenced.
+	if natChain(ipt, ClusterPolicyChain(webPortName)) == nil {
+		t.Fatalf("demo/web chain vanished after a partial sync")
+	}
+	if got := len(natChain(ipt, ClusterPolicyChain(shopName)).Rules); got != 3 {
+		t.Errorf("demo/shop KUBE-SVC has %d rules, want 3 (masq + 2 endpoints)", got)
+	}
+}
+
+func TestDeletedServiceChainsAreRemoved(t *testing.T) {
+	p, ipt := newTestProxier(t)
+	p.OnServicesSynced()
+	p.OnEndpointSlicesSynced()
+	p.OnServiceAdd(webService)
+	p.OnEndpointSliceAdd(webSlice)
+	mustSync(t, p)
+	p.OnServiceDelete(webService)
+	p.OnEndpointSliceDelete(webSlice)
+	mustSync(t, p)
+	for _, c := range ipt.Dump().Table(iptables.TableNAT).Chains {
+		if IsServiceChain(c.Name) {
+			t.Errorf("stale chain %s left behind", c.Name)
+		}
+	}
+}
+
+func TestNoOpUpdateDoesNotQueue(t *testing.T) {
+	p, _ := newTestProxier(t)
+	p.OnServiceAdd(webService)
+	p.OnEndpointSliceAdd(webSlice)
+	p.tracker.Update(p.snapshot)
+
+	touched := webService.DeepCopy()
+	touched.ResourceVersion = "42"
+	touched.Annotations = map[string]string{"unrelated": "yes"}
+	p.OnServiceUpdate(webService, touched)
+	sliceTouched := webSlice.DeepCopy()
+	sliceTouched.ResourceVersion = "43"
+	p.OnEndpointSliceUpdate(webSlice, sliceTouched)
+	if n, _ := p.tracker.Pending(); n != 0 {
+		t.Fatalf("metadata-only updates queued %d services", n)
+	}
+}
+
+func TestChangeAndRevertIsNotAChange(t *testing.T) {
+	p, _ := newTestProxier(t)
+	p.OnServiceAdd(webService)
+	p.OnEndpointSliceAdd(webSlice)
+	p.tracker.Update(p.snapshot)
+
+	scaled := webSlice.DeepCopy()
+	scaled.Endpoints = scaled.Endpoints[:1]
+	p.OnEndpointSliceUpdate(webSlice, scaled)
+	p.OnEndpointSliceUpdate(scaled, webSlice)
+	changed, _, _ := p.tracker.Update(p.snapshot)
+	if len(changed) != 0 {
+		t.Fatalf("a change and its revert marked %v as changed", changed)
+	}
+}
+
+func TestRestoreFailureKeepsOldRulesAndForcesFullSync(t *testing.T) {
+	p, ipt := newTestProxier(t)
+	p.OnServicesSynced()
+	p.OnEndpointSlicesSynced()
+	p.OnServiceAdd(webService)
+	p.OnEndpointSliceAdd(webSlice)
+	mustSync(t, p)
+	before := ipt.Dump()
+
+	scaled := webSlice.DeepCopy()
+	scaled.Endpoints = scaled.Endpoints[:1]
+	p.OnEndpointSliceUpdate(webSlice, scaled)
+	ipt.FailNextRestore(errors.New("injected failure"))
+	if err := p.syncProxyRules(); err == nil {
+		t.Fatal("sync succeeded despite an injected restore failure")
+	}
+	if got, want := ipt.Dump().Table(iptables.TableNAT), before.Table(iptables.TableNAT); len(got.Chains) != len(want.Chains) {
+		t.Fatalf("failed restore changed the nat table")
+	}
+	if !p.needFullSync {
+		t.Fatal("a failed sync must make the next one full")
+	}
+	mustSync(t, p)
+	if !strings.Contains(string(ipt.LastRestore()), ":"+ClusterPolicyChain(webPortName)) {
+		t.Fatal("retry after failure was not a full sync")
+	}
+	if got := len(natChain(ipt, ClusterPolicyChain(webPortName)).Rules); got != 2 {
+		t.Errorf("after retry KUBE-SVC has %d rules, want 2 (masq + 1 endpoint)", got)
+	}
+}
+
+func TestInvalidServiceDoesNotBlockOthers(t *testing.T) {
+	var reported []error
+	p, ipt := newTestProxier(t)
+	p.cfg.Problems = func(err error) { reported = append(reported, err) }
+	p.OnServicesSynced()
+	p.OnEndpointSlicesSynced()
+	bad := service("demo", "bad", "203.0.113.99", port("http", "ICMP", 80))
+	p.OnServiceAdd(bad)
+	p.OnServiceAdd(webService)
+	p.OnEndpointSliceAdd(webSlice)
+	mustSync(t, p)
+	if natChain(ipt, ClusterPolicyChain(webPortName)) == nil {
+		t.Fatal("a bad Service stopped a good one from being programmed")
+	}
+	if len(reported) != 1 || !strings.Contains(reported[0].Error(), "Service demo/bad: spec.ports[0].protocol") {
+		t.Fatalf("want one problem naming Service demo/bad and its field, got %v", reported)
+	}
+}
+
+func TestCanaryDetectsFlush(t *testing.T) {
+	ipt := iptables.NewFake(iptables.IPv4)
+	ctx := context.Background()
+	if err := EnsureCanaries(ctx, ipt); err != nil {
+		t.Fatal(err)
+	}
+	if err := EnsureJumps(ctx, ipt, testNodeConfig()); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := CanariesPresent(ctx, ipt); !ok {
+		t.Fatal("canaries missing right after creation")
+	}
+	ipt.FlushTable(iptables.TableNAT)
+	if ok, _ := CanariesPresent(ctx, ipt); ok {
+		t.Fatal("flush of nat not detected")
+	}
+
+	// A flush that deletes no chain (iptables -t nat -F) is caught by the
+	// missing jump into KUBE-SERVICES.
+	if err := EnsureCanaries(ctx, ipt); err != nil {
+		t.Fatal(err)
+	}
+	if err := EnsureJumps(ctx, ipt, testNodeConfig()); err != nil {
+		t.Fatal(err)
+	}
+	for _, chain := range []string{"PREROUTING", "OUTPUT"} {
+		if err := ipt.FlushChain(ctx, iptables.TableNAT, chain); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ok, _ := CanariesPresent(ctx, ipt); ok {
+		t.Fatal("flush of the nat built-in chains not detected")
+	}
+}
+
+var _ = discovery.AddressTypeIPv4
