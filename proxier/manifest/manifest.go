@@ -200,8 +200,12 @@ func describe(raw []byte) string {
 		return ""
 	}
 	name := head.Metadata.Name
-	if head.Metadata.Namespace != "" {
-		name = head.Metadata.Namespace + "/" + name
+	ns := head.Metadata.Namespace
+	if ns == "" && (head.Kind == "Service" || head.Kind == "EndpointSlice") {
+		ns = "default" // as the object will be read
+	}
+	if ns != "" {
+		name = ns + "/" + name
 	}
 	return strings.TrimSpace(head.Kind + " " + name)
 }

@@ -1,0 +1,115 @@
+package app
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func runMain(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = Main(args, strings.NewReader(stdin), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDumpExamples(t *testing.T) {
+	code, out, errOut := runMain(t, "", "dump", "-f", "../../../manifests/examples", "--node-name", "node1", "--cluster-cidr", "198.51.100.0/24")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{
+		"*filter", "*nat", "COMMIT",
+		`-A KUBE-SERVICES -m comment --comment "demo/web:http cluster IP" -m tcp -p tcp -d 203.0.113.10 --dport 80 -j KUBE-SVC-`,
+		`-A KUBE-NODEPORTS -m comment --comment demo/shop:http -m tcp -p tcp --dport 30080 -j KUBE-EXT-`,
+		`-m udp -p udp -d 203.0.113.53 --dport 53`,
+		`"demo/empty:http has no endpoints" -m tcp -p tcp -d 203.0.113.30 --dport 80 -j REJECT`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dump lacks %q", want)
+		}
+	}
+}
+
+func TestDumpFromStdinJSONList(t *testing.T) {
+	list := `{"apiVersion":"v1","kind":"List","items":[
+	 {"apiVersion":"v1","kind":"Service","metadata":{"name":"a","namespace":"x"},"spec":{"clusterIP":"203.0.113.7","ports":[{"name":"p","port":81}]}}]}`
+	code, out, errOut := runMain(t, list, "dump", "-f", "-")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(out, `"x/a:p has no endpoints"`) {
+		t.Errorf("service from a JSON List on stdin not rendered:\n%s", out)
+	}
+}
+
+func TestDumpBadInput(t *testing.T) {
+	cases := []struct {
+		name    string
+		content string
+		args    []string
+		want    []string // all must appear in stderr
+	}{
+		{name: "unknown field", content: "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: demo}\nspec:\n  clusterIP: 203.0.113.10\n  portz: []\n",
+			want: []string{"bad.yaml", "document 1", "Service demo/web", `unknown field "spec.portz"`}},
+		{name: "bad protocol", content: "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: demo}\nspec:\n  clusterIP: 203.0.113.10\n  ports: [{name: http, port: 80, protocol: ICMP}]\n",
+			want: []string{"Service demo/web", "spec.ports[0].protocol", `"ICMP"`}},
+		{name: "bad cluster IP", content: "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  clusterIP: 203.0.113.999\n  ports: [{port: 80}]\n",
+			want: []string{"Service default/web", "spec.clusterIPs", "203.0.113.999"}},
+		{name: "port out of range", content: "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  clusterIP: 203.0.113.9\n  ports: [{port: 70000}]\n",
+			want: []string{"spec.ports[0].port", "70000"}},
+		{name: "bad endpoint address", content: "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s1, labels: {kubernetes.io/service-name: web}}\naddressType: IPv4\nports: [{name: http, port: 8080}]\nendpoints: [{addresses: [not-an-ip]}]\n",
+			want: []string{"EndpointSlice default/s1", "endpoints[0].addresses[0]", "not-an-ip"}},
+		{name: "second document broken", content: "apiVersion: v1\nkind: Service\nmetadata: {name: ok}\nspec: {clusterIP: 203.0.113.9, ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: broken}\nspec: {clusterIP: [1]}\n",
+			want: []string{"document 2", "Service default/broken"}},
+		{name: "unsupported kind", content: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
+			want: []string{"kind ConfigMap is not used by svcproxy"}},
+		{name: "not yaml", content: "{{{{",
+			want: []string{"bad.yaml"}},
+		{name: "bad flag value", content: "apiVersion: v1\nkind: Service\nmetadata: {name: ok}\nspec: {clusterIP: 203.0.113.9, ports: [{port: 80}]}\n",
+			args: []string{"--cluster-cidr", "198.51.100.0/33", "--masquerade-bit", "40"},
+			want: []string{`--cluster-cidr: "198.51.100.0/33" is not a CIDR`, "--masquerade-bit: 40 is out of range 0..31"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			path := writeFile(t, "bad.yaml", c.content)
+			code, out, errOut := runMain(t, "", append([]string{"dump", "-f", path}, c.args...)...)
+			if code != 2 {
+				t.Errorf("exit code %d, want 2 (stderr: %s)", code, errOut)
+			}
+			if out != "" {
+				t.Errorf("stdout must be empty on bad input, got:\n%s", out)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(errOut, w) {
+					t.Errorf("stderr lacks %q:\n%s", w, errOut)
+				}
+			}
+		})
+	}
+}
+
+func TestUnknownFlagIsBadInput(t *testing.T) {
+	code, _, errOut := runMain(t, "", "dump", "-f", "x", "--no-such-flag")
+	if code != 2 || !strings.Contains(errOut, "no-such-flag") {
+		t.Fatalf("exit %d, stderr %q; want 2 naming the flag", code, errOut)
+	}
+}
+
+func TestMissingFile(t *testing.T) {
+	code, out, errOut := runMain(t, "", "dump", "-f", "/nonexistent/dir/x.yaml")
+	if code != 2 || out != "" || !strings.Contains(errOut, "/nonexistent/dir/x.yaml") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}

@@ -1,0 +1,173 @@
+package iptables
+
+import (
+	"slices"
+	"strings"
+)
+
+// Dump is a whole ruleset as iptables-save shows it: tables in order, each
+// with its chains and their rules. It is what the Fake holds, what
+// ParseDump returns and what the tracer walks.
+type Dump struct {
+	Tables []*TableDump
+}
+
+// TableDump is one table of a Dump.
+type TableDump struct {
+	Name   Table
+	Chains []*Chain
+}
+
+// Chain is one chain of a table. Policy is the built-in chain's policy
+// ("ACCEPT", "DROP") or "-" for a user-defined chain.
+type Chain struct {
+	Name   string
+	Policy string
+	Rules  []*Rule
+}
+
+// Rule is one rule of a chain.
+type Rule struct {
+	// Raw is the line that created the rule, as written. A rule created by
+	// "-I" is recorded in its "-A CHAIN ..." form, as iptables-save would
+	// show it.
+	Raw string
+	// Args are the rule's arguments after "-A CHAIN", unquoted.
+	Args []string
+	// Line is the 1-based line number of Raw in the input it came from,
+	// or 0 when the rule was not parsed from text (e.g. Fake.EnsureRule).
+	Line int
+}
+
+// builtinChains lists each known table's built-in chains in the order
+// iptables-save prints them.
+var builtinChains = map[Table][]string{
+	TableFilter:   {"INPUT", "FORWARD", "OUTPUT"},
+	TableNAT:      {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"},
+	TableMangle:   {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
+	TableRaw:      {"PREROUTING", "OUTPUT"},
+	TableSecurity: {"INPUT", "FORWARD", "OUTPUT"},
+}
+
+// IsBuiltinChain reports whether chain is one of table's built-in chains.
+func IsBuiltinChain(table Table, chain string) bool {
+	return slices.Contains(builtinChains[table], chain)
+}
+
+// newTableDump returns table with only its built-in chains, policy ACCEPT.
+func newTableDump(table Table) *TableDump {
+	t := &TableDump{Name: table}
+	for _, name := range builtinChains[table] {
+		t.Chains = append(t.Chains, &Chain{Name: name, Policy: "ACCEPT"})
+	}
+	return t
+}
+
+// Table returns the named table, or nil if the dump does not have it.
+func (d *Dump) Table(name Table) *TableDump {
+	if d == nil {
+		return nil
+	}
+	for _, t := range d.Tables {
+		if t.Name == name {
+			return t
+		}
+	}
+	return nil
+}
+
+// Chain returns the named chain, or nil if the table does not have it.
+func (t *TableDump) Chain(name string) *Chain {
+	if t == nil {
+		return nil
+	}
+	for _, c := range t.Chains {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// Chain is shorthand for d.Table(table).Chain(chain); nil if either is missing.
+func (d *Dump) Chain(table Table, chain string) *Chain {
+	return d.Table(table).Chain(chain)
+}
+
+// Clone returns a deep copy of d.
+func (d *Dump) Clone() *Dump {
+	out := &Dump{}
+	for _, t := range d.Tables {
+		out.Tables = append(out.Tables, t.Clone())
+	}
+	return out
+}
+
+// Clone returns a deep copy of t.
+func (t *TableDump) Clone() *TableDump {
+	out := &TableDump{Name: t.Name}
+	for _, c := range t.Chains {
+		nc := &Chain{Name: c.Name, Policy: c.Policy, Rules: make([]*Rule, len(c.Rules))}
+		for i, r := range c.Rules {
+			nc.Rules[i] = &Rule{Raw: r.Raw, Args: slices.Clone(r.Args), Line: r.Line}
+		}
+		out.Chains = append(out.Chains, nc)
+	}
+	return out
+}
+
+// String returns the rule in canonical "-A CHAIN args" form for the chain
+// it belongs to.
+func (r *Rule) String(chain string) string {
+	if len(r.Args) == 0 {
+		return "-A " + chain
+	}
+	return "-A " + chain + " " + JoinArgs(r.Args)
+}
+
+// String returns the dump as canonical iptables-save text: tables in the
+// dump's order; in each table, the built-in chains first in kernel order,
+// then the user-defined chains sorted by name; then every chain's rules in
+// the same chain order. Counters are always [0:0]. The output is
+// deterministic and is valid iptables-restore input.
+func (d *Dump) String() string {
+	var b strings.Builder
+	for _, t := range d.Tables {
+		b.WriteString(t.String())
+	}
+	return b.String()
+}
+
+// String returns one table in the canonical form described on Dump.String.
+func (t *TableDump) String() string {
+	var b strings.Builder
+	b.WriteString("*" + string(t.Name) + "\n")
+	chains := t.sortedChains()
+	for _, c := range chains {
+		b.WriteString(":" + c.Name + " " + c.Policy + " [0:0]\n")
+	}
+	for _, c := range chains {
+		for _, r := range c.Rules {
+			b.WriteString(r.String(c.Name) + "\n")
+		}
+	}
+	b.WriteString("COMMIT\n")
+	return b.String()
+}
+
+// sortedChains returns built-in chains in kernel order, then user chains by name.
+func (t *TableDump) sortedChains() []*Chain {
+	var builtin, user []*Chain
+	for _, name := range builtinChains[t.Name] {
+		if c := t.Chain(name); c != nil {
+			builtin = append(builtin, c)
+		}
+	}
+	for _, c := range t.Chains {
+		if !IsBuiltinChain(t.Name, c.Name) {
+			user = append(user, c)
+		}
+	}
+	slices.SortFunc(user, func(a, b *Chain) int { return strings.Compare(a.Name, b.Name) })
+	return append(builtin, user...)
+}

@@ -1,0 +1,655 @@
+package iptables
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// targetOptions lists the targets ParseRuleArgs understands besides user
+// chains, with the options each accepts (true: takes a value).
+var targetOptions = map[string]map[string]bool{
+	"ACCEPT":     {},
+	"DROP":       {},
+	"RETURN":     {},
+	"QUEUE":      {},
+	"NOTRACK":    {},
+	"DNAT":       {"--to-destination": true, "--random": false, "--persistent": false},
+	"SNAT":       {"--to-source": true, "--random": false, "--random-fully": false, "--persistent": false},
+	"MASQUERADE": {"--to-ports": true, "--random": false, "--random-fully": false},
+	"REDIRECT":   {"--to-ports": true, "--random": false},
+	"MARK":       {"--set-xmark": true, "--set-mark": true, "--or-mark": true, "--and-mark": true, "--xor-mark": true},
+	"REJECT":     {"--reject-with": true},
+	"LOG":        {"--log-prefix": true, "--log-level": true, "--log-tcp-sequence": false, "--log-tcp-options": false, "--log-ip-options": false, "--log-uid": false},
+}
+
+// natOnlyTargets may only be used in the nat table.
+var natOnlyTargets = []string{"DNAT", "SNAT", "MASQUERADE", "REDIRECT"}
+
+// IsStandardTarget reports whether name is a verdict or a target extension
+// known to ParseRuleArgs, rather than a user-defined chain.
+func IsStandardTarget(name string) bool {
+	_, ok := targetOptions[name]
+	return ok
+}
+
+// moduleOptions lists the match modules ParseRuleArgs understands with the
+// options each accepts (true: takes a value).
+var moduleOptions = map[string]map[string]bool{
+	"tcp":       {"--dport": true, "--destination-port": true, "--sport": true, "--source-port": true},
+	"udp":       {"--dport": true, "--destination-port": true, "--sport": true, "--source-port": true},
+	"sctp":      {"--dport": true, "--destination-port": true, "--sport": true, "--source-port": true},
+	"comment":   {"--comment": true},
+	"addrtype":  {"--src-type": true, "--dst-type": true, "--limit-iface-in": false, "--limit-iface-out": false},
+	"mark":      {"--mark": true},
+	"statistic": {"--mode": true, "--probability": true, "--every": true, "--packet": true},
+	"recent":    {"--name": true, "--set": false, "--rcheck": false, "--update": false, "--remove": false, "--seconds": true, "--hitcount": true, "--reap": false, "--rttl": false, "--rsource": false, "--rdest": false, "--mask": true},
+	"conntrack": {"--ctstate": true},
+	"set":       {"--match-set": true},
+}
+
+var addrTypes = []string{"UNSPEC", "UNICAST", "LOCAL", "BROADCAST", "ANYCAST", "MULTICAST", "BLACKHOLE", "UNREACHABLE", "PROHIBIT", "THROW", "NAT", "XRESOLVE"}
+
+var ctStates = []string{"INVALID", "NEW", "ESTABLISHED", "RELATED", "UNTRACKED", "SNAT", "DNAT"}
+
+// loadedModule is a -m module whose options are being read.
+type loadedModule struct {
+	name  string
+	match Match // the match being built; nil for tcp/udp/sctp, which add PortMatches
+	seen  map[string]bool
+}
+
+// ParseRuleArgs interprets a rule's arguments (those after "-A CHAIN").
+// It returns an error naming the argument for anything it does not
+// understand: unknown options, unknown -m modules, a value missing, a
+// negation where iptables allows none, or a malformed address, port, mark
+// or probability.
+func ParseRuleArgs(args []string) (*RuleSpec, error) {
+	p := &ruleParser{args: args, spec: &RuleSpec{}}
+	if err := p.parse(); err != nil {
+		return nil, err
+	}
+	return p.spec, nil
+}
+
+type ruleParser struct {
+	args      []string
+	i         int
+	spec      *RuleSpec
+	modules   []*loadedModule
+	protocol  *ProtocolMatch
+	hasTarget bool
+	markSet   bool // a MARK operation was given
+}
+
+func (p *ruleParser) value(opt string) (string, error) {
+	if p.i+1 >= len(p.args) {
+		return "", fmt.Errorf("option %s needs a value", opt)
+	}
+	p.i++
+	return p.args[p.i], nil
+}
+
+func (p *ruleParser) parse() error {
+	negate := false
+	for ; p.i < len(p.args); p.i++ {
+		arg := p.args[p.i]
+		if arg == "!" {
+			if negate {
+				return fmt.Errorf("double negation at argument %d", p.i+1)
+			}
+			negate = true
+			continue
+		}
+		if err := p.option(arg, negate); err != nil {
+			return err
+		}
+		negate = false
+	}
+	if negate {
+		return fmt.Errorf("trailing \"!\"")
+	}
+	return p.finish()
+}
+
+func (p *ruleParser) option(opt string, negate bool) error {
+	switch opt {
+	case "-s", "--source", "--src", "-d", "--destination", "--dst":
+		v, err := p.value(opt)
+		if err != nil {
+			return err
+		}
+		prefix, err := parsePrefix(v)
+		if err != nil {
+			return fmt.Errorf("%s: %w", opt, err)
+		}
+		p.spec.Matches = append(p.spec.Matches, &AddrMatch{Source: opt[1] == 's' || opt == "--src", Prefix: prefix, Negate: negate})
+		return nil
+	case "-p", "--protocol":
+		v, err := p.value(opt)
+		if err != nil {
+			return err
+		}
+		if p.protocol != nil {
+			return fmt.Errorf("-p given twice")
+		}
+		v = strings.ToLower(v)
+		switch v {
+		case "tcp", "udp", "sctp", "icmp", "icmpv6", "ipv6-icmp", "all":
+		default:
+			return fmt.Errorf("-p: unsupported protocol %q", v)
+		}
+		p.protocol = &ProtocolMatch{Protocol: v, Negate: negate}
+		p.spec.Matches = append(p.spec.Matches, p.protocol)
+		return nil
+	case "-i", "--in-interface", "-o", "--out-interface":
+		v, err := p.value(opt)
+		if err != nil {
+			return err
+		}
+		if v == "" || len(v) > 15 {
+			return fmt.Errorf("%s: invalid interface name %q", opt, v)
+		}
+		p.spec.Matches = append(p.spec.Matches, &IfaceMatch{In: opt == "-i" || opt == "--in-interface", Name: v, Negate: negate})
+		return nil
+	case "-m", "--match":
+		if negate {
+			return fmt.Errorf("\"!\" cannot precede %s", opt)
+		}
+		v, err := p.value(opt)
+		if err != nil {
+			return err
+		}
+		return p.loadModule(v)
+	case "-j", "--jump", "-g", "--goto":
+		if negate {
+			return fmt.Errorf("\"!\" cannot precede %s", opt)
+		}
+		if p.hasTarget {
+			return fmt.Errorf("more than one target")
+		}
+		v, err := p.value(opt)
+		if err != nil {
+			return err
+		}
+		if v == "" || strings.HasPrefix(v, "-") {
+			return fmt.Errorf("%s: invalid target %q", opt, v)
+		}
+		p.hasTarget = true
+		p.spec.Target = Target{Name: v, Goto: opt == "-g" || opt == "--goto"}
+		return nil
+	}
+	if !strings.HasPrefix(opt, "--") {
+		return fmt.Errorf("unsupported argument %q", opt)
+	}
+	if p.hasTarget {
+		if _, ok := targetOptions[p.spec.Target.Name][opt]; ok {
+			if negate {
+				return fmt.Errorf("\"!\" cannot precede target option %s", opt)
+			}
+			return p.targetOption(opt)
+		}
+	}
+	for _, m := range slices.Backward(p.modules) {
+		if _, ok := moduleOptions[m.name][opt]; ok {
+			return p.moduleOption(m, opt, negate)
+		}
+	}
+	// Like iptables, -p tcp/udp/sctp implicitly loads that protocol's match.
+	if p.protocol != nil && !p.protocol.Negate {
+		if _, ok := moduleOptions[p.protocol.Protocol][opt]; ok {
+			if err := p.loadModule(p.protocol.Protocol); err != nil {
+				return err
+			}
+			return p.moduleOption(p.modules[len(p.modules)-1], opt, negate)
+		}
+	}
+	if p.hasTarget && p.spec.Target.IsChain() {
+		return fmt.Errorf("unknown option %s (target %s is a chain and takes no options)", opt, p.spec.Target.Name)
+	}
+	return fmt.Errorf("unknown option %s (not accepted by any loaded match or the target)", opt)
+}
+
+func (p *ruleParser) loadModule(name string) error {
+	if _, ok := moduleOptions[name]; !ok {
+		return fmt.Errorf("unsupported match module %q", name)
+	}
+	m := &loadedModule{name: name, seen: map[string]bool{}}
+	switch name {
+	case "comment":
+		m.match = &CommentMatch{}
+	case "addrtype":
+		m.match = &AddrTypeMatch{}
+	case "mark":
+		m.match = &MarkMatch{}
+	case "statistic":
+		m.match = &StatisticMatch{}
+	case "recent":
+		m.match = &RecentMatch{Name: "DEFAULT"}
+	case "conntrack":
+		m.match = &ConntrackMatch{}
+	case "set":
+		m.match = &SetMatch{}
+	}
+	if m.match != nil {
+		p.spec.Matches = append(p.spec.Matches, m.match)
+	}
+	p.modules = append(p.modules, m)
+	return nil
+}
+
+func (p *ruleParser) moduleOption(m *loadedModule, opt string, negate bool) error {
+	if m.seen[opt] {
+		return fmt.Errorf("-m %s: option %s given twice", m.name, opt)
+	}
+	m.seen[opt] = true
+	var v string
+	if moduleOptions[m.name][opt] {
+		var err error
+		if v, err = p.value(opt); err != nil {
+			return err
+		}
+	}
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("-m %s %s: %s", m.name, opt, fmt.Sprintf(format, a...))
+	}
+	noNegate := func() error {
+		if negate {
+			return bad("cannot be negated")
+		}
+		return nil
+	}
+	switch mm := m.match.(type) {
+	case nil: // tcp, udp, sctp
+		lo, hi, err := parsePortRange(v)
+		if err != nil {
+			return bad("%v", err)
+		}
+		p.spec.Matches = append(p.spec.Matches, &PortMatch{Protocol: m.name, Source: opt == "--sport" || opt == "--source-port", Min: lo, Max: hi, Negate: negate})
+	case *CommentMatch:
+		mm.Comment = v
+		return noNegate()
+	case *AddrTypeMatch:
+		switch opt {
+		case "--src-type", "--dst-type":
+			for _, t := range strings.Split(v, ",") {
+				if !slices.Contains(addrTypes, t) {
+					return bad("unknown address type %q", t)
+				}
+			}
+			if opt == "--src-type" {
+				mm.SrcType, mm.NegateSrc = v, negate
+			} else {
+				mm.DstType, mm.NegateDst = v, negate
+			}
+		case "--limit-iface-in":
+			mm.LimitIfaceIn = true
+			return noNegate()
+		case "--limit-iface-out":
+			mm.LimitIfaceOut = true
+			return noNegate()
+		}
+	case *MarkMatch:
+		val, mask, err := parseMark(v)
+		if err != nil {
+			return bad("%v", err)
+		}
+		mm.Value, mm.Mask, mm.Negate = val, mask, negate
+	case *StatisticMatch:
+		if negate && opt != "--probability" && opt != "--every" {
+			return bad("cannot be negated")
+		}
+		switch opt {
+		case "--mode":
+			if v != "random" && v != "nth" {
+				return bad("unknown mode %q", v)
+			}
+			mm.Mode = v
+		case "--probability":
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || f < 0 || f > 1 {
+				return bad("probability %q is not a number between 0 and 1", v)
+			}
+			mm.Probability, mm.Negate = f, negate
+		case "--every", "--packet":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return bad("invalid number %q", v)
+			}
+			if opt == "--every" {
+				mm.Every, mm.Negate = n, negate
+			} else {
+				mm.Packet = n
+			}
+		}
+	case *RecentMatch:
+		switch opt {
+		case "--set", "--rcheck", "--update", "--remove":
+			if mm.Mode != "" {
+				return bad("only one of --set, --rcheck, --update, --remove is allowed")
+			}
+			mm.Mode, mm.Negate = opt[2:], negate
+			return nil
+		}
+		if err := noNegate(); err != nil {
+			return err
+		}
+		switch opt {
+		case "--name":
+			mm.Name = v
+		case "--seconds", "--hitcount":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return bad("invalid number %q", v)
+			}
+			if opt == "--seconds" {
+				mm.Seconds = n
+			} else {
+				mm.Hitcount = n
+			}
+		case "--reap":
+			mm.Reap = true
+		case "--rttl":
+			mm.RTTL = true
+		case "--rsource":
+			mm.Dest = false
+		case "--rdest":
+			mm.Dest = true
+		case "--mask":
+			if _, err := netip.ParseAddr(v); err != nil {
+				return bad("invalid mask %q", v)
+			}
+			mm.Mask = v
+		}
+	case *ConntrackMatch:
+		for _, s := range strings.Split(v, ",") {
+			if !slices.Contains(ctStates, s) {
+				return bad("unknown state %q", s)
+			}
+			mm.States = append(mm.States, s)
+		}
+		mm.Negate = negate
+	case *SetMatch:
+		flags, err := p.value(opt)
+		if err != nil {
+			return err
+		}
+		if v == "" {
+			return bad("empty set name")
+		}
+		mm.Name, mm.Negate = v, negate
+		for _, f := range strings.Split(flags, ",") {
+			if f != "src" && f != "dst" {
+				return bad("flag %q is neither src nor dst", f)
+			}
+			mm.Flags = append(mm.Flags, f)
+		}
+	}
+	return nil
+}
+
+func (p *ruleParser) targetOption(opt string) error {
+	t := &p.spec.Target
+	var v string
+	if targetOptions[t.Name][opt] {
+		var err error
+		if v, err = p.value(opt); err != nil {
+			return err
+		}
+	}
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("-j %s %s: %s", t.Name, opt, fmt.Sprintf(format, a...))
+	}
+	switch opt {
+	case "--to-destination", "--to-source":
+		if t.NAT != nil {
+			return bad("given twice")
+		}
+		r, err := parseNATRange(v)
+		if err != nil {
+			return bad("%v", err)
+		}
+		t.NAT = r
+	case "--to-ports":
+		if _, _, err := parsePortRange(strings.Replace(v, "-", ":", 1)); err != nil {
+			return bad("%v", err)
+		}
+		t.ToPorts = v
+	case "--random":
+		t.Random = true
+	case "--random-fully":
+		t.RandomFully = true
+	case "--persistent":
+		t.Persistent = true
+	case "--set-xmark", "--set-mark", "--or-mark", "--and-mark", "--xor-mark":
+		if p.markSet {
+			return bad("only one mark operation is allowed")
+		}
+		p.markSet = true
+		val, mask, err := parseMark(v)
+		if err != nil {
+			return bad("%v", err)
+		}
+		if strings.Contains(v, "/") && opt != "--set-xmark" && opt != "--set-mark" {
+			return bad("takes no mask")
+		}
+		switch opt {
+		case "--set-xmark":
+			t.MarkValue, t.MarkMask = val, mask
+		case "--set-mark":
+			t.MarkValue, t.MarkMask = val, mask|val
+		case "--or-mark":
+			t.MarkValue, t.MarkMask = val, val
+		case "--and-mark":
+			t.MarkValue, t.MarkMask = 0, ^val
+		case "--xor-mark":
+			t.MarkValue, t.MarkMask = val, 0
+		}
+	case "--reject-with":
+		t.RejectWith = v
+	case "--log-prefix":
+		t.LogPrefix = v
+	case "--log-level":
+		t.LogLevel = v
+	}
+	return nil
+}
+
+// finish checks what can only be checked once all arguments are read.
+func (p *ruleParser) finish() error {
+	for _, m := range p.modules {
+		switch mm := m.match.(type) {
+		case nil:
+			if p.protocol == nil || p.protocol.Negate || p.protocol.Protocol != m.name {
+				return fmt.Errorf("-m %s needs -p %s", m.name, m.name)
+			}
+		case *CommentMatch:
+			if !m.seen["--comment"] {
+				return fmt.Errorf("-m comment needs --comment")
+			}
+		case *AddrTypeMatch:
+			if mm.SrcType == "" && mm.DstType == "" {
+				return fmt.Errorf("-m addrtype needs --src-type or --dst-type")
+			}
+		case *MarkMatch:
+			if !m.seen["--mark"] {
+				return fmt.Errorf("-m mark needs --mark")
+			}
+		case *StatisticMatch:
+			switch mm.Mode {
+			case "random":
+				if !m.seen["--probability"] || m.seen["--every"] || m.seen["--packet"] {
+					return fmt.Errorf("-m statistic --mode random needs --probability (and only that)")
+				}
+			case "nth":
+				if !m.seen["--every"] || m.seen["--probability"] {
+					return fmt.Errorf("-m statistic --mode nth needs --every (and no --probability)")
+				}
+			default:
+				return fmt.Errorf("-m statistic needs --mode")
+			}
+		case *RecentMatch:
+			if mm.Mode == "" {
+				return fmt.Errorf("-m recent needs one of --set, --rcheck, --update, --remove")
+			}
+			if (mm.Seconds != 0 || mm.Hitcount != 0 || mm.Reap) && (mm.Mode == "set" || mm.Mode == "remove") {
+				return fmt.Errorf("-m recent --seconds/--hitcount/--reap need --rcheck or --update")
+			}
+			if mm.Reap && mm.Seconds == 0 {
+				return fmt.Errorf("-m recent --reap needs --seconds")
+			}
+		case *ConntrackMatch:
+			if len(mm.States) == 0 {
+				return fmt.Errorf("-m conntrack needs --ctstate")
+			}
+		case *SetMatch:
+			if mm.Name == "" {
+				return fmt.Errorf("-m set needs --match-set")
+			}
+		}
+	}
+	t := p.spec.Target
+	switch t.Name {
+	case "DNAT":
+		if t.NAT == nil {
+			return fmt.Errorf("-j DNAT needs --to-destination")
+		}
+	case "SNAT":
+		if t.NAT == nil {
+			return fmt.Errorf("-j SNAT needs --to-source")
+		}
+	case "MARK":
+		if !p.markSet {
+			return fmt.Errorf("-j MARK needs a mark operation")
+		}
+	}
+	return nil
+}
+
+// parsePrefix parses an -s/-d value: an address, a CIDR, or an address with
+// a dotted netmask. A bare address means a host prefix.
+func parsePrefix(v string) (netip.Prefix, error) {
+	addr, bits, hasBits := strings.Cut(v, "/")
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("invalid address %q", v)
+	}
+	n := a.BitLen()
+	if hasBits {
+		if mask, err := netip.ParseAddr(bits); err == nil && mask.Is4() && a.Is4() {
+			n = maskBits(mask)
+			if n < 0 {
+				return netip.Prefix{}, fmt.Errorf("non-contiguous netmask in %q", v)
+			}
+		} else if n, err = strconv.Atoi(bits); err != nil || n < 0 || n > a.BitLen() {
+			return netip.Prefix{}, fmt.Errorf("invalid prefix length in %q", v)
+		}
+	}
+	return netip.PrefixFrom(a, n).Masked(), nil
+}
+
+// maskBits returns the length of a contiguous dotted netmask, or -1.
+func maskBits(mask netip.Addr) int {
+	b := mask.As4()
+	m := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	n := 0
+	for m&0x80000000 != 0 {
+		m <<= 1
+		n++
+	}
+	if m != 0 {
+		return -1
+	}
+	return n
+}
+
+// parsePortRange parses "p", "a:b", "a:" or ":b".
+func parsePortRange(v string) (lo, hi uint16, err error) {
+	port := func(s string, def uint16) (uint16, error) {
+		if s == "" {
+			return def, nil
+		}
+		n, err := strconv.ParseUint(s, 10, 16)
+		if err != nil {
+			return 0, fmt.Errorf("invalid port %q", s)
+		}
+		return uint16(n), nil
+	}
+	a, b, isRange := strings.Cut(v, ":")
+	if !isRange {
+		if v == "" {
+			return 0, 0, fmt.Errorf("empty port")
+		}
+		p, err := port(v, 0)
+		return p, p, err
+	}
+	if lo, err = port(a, 0); err != nil {
+		return 0, 0, err
+	}
+	if hi, err = port(b, 65535); err != nil {
+		return 0, 0, err
+	}
+	if lo > hi {
+		return 0, 0, fmt.Errorf("port range %q is backwards", v)
+	}
+	return lo, hi, nil
+}
+
+// parseMark parses "value" or "value/mask" (decimal or 0x hex). Without a
+// mask, the mask is all ones.
+func parseMark(v string) (value, mask uint32, err error) {
+	vs, ms, hasMask := strings.Cut(v, "/")
+	val, err := strconv.ParseUint(vs, 0, 32)
+	if err != nil {
+		return 0, 0, fmt.Errorf("invalid mark %q", v)
+	}
+	m := uint64(0xffffffff)
+	if hasMask {
+		if m, err = strconv.ParseUint(ms, 0, 32); err != nil {
+			return 0, 0, fmt.Errorf("invalid mask in %q", v)
+		}
+	}
+	return uint32(val), uint32(m), nil
+}
+
+// parseNATRange parses DNAT/SNAT ranges: "a", "a:p", "a-b:p-q",
+// "[v6]:p", "v6" (IPv6 without port needs no brackets).
+func parseNATRange(v string) (*NATRange, error) {
+	addrs, ports := v, ""
+	if strings.HasPrefix(v, "[") {
+		end := strings.Index(v, "]")
+		if end < 0 {
+			return nil, fmt.Errorf("unterminated [ in %q", v)
+		}
+		addrs, ports = v[1:end], strings.TrimPrefix(v[end+1:], ":")
+		if end+1 < len(v) && v[end+1] != ':' {
+			return nil, fmt.Errorf("invalid range %q", v)
+		}
+	} else if strings.Count(v, ":") == 1 {
+		addrs, ports, _ = strings.Cut(v, ":")
+	}
+	r := &NATRange{}
+	lo, hi, isRange := strings.Cut(addrs, "-")
+	var err error
+	if r.MinAddr, err = netip.ParseAddr(lo); err != nil {
+		return nil, fmt.Errorf("invalid address in %q", v)
+	}
+	r.MaxAddr = r.MinAddr
+	if isRange {
+		if r.MaxAddr, err = netip.ParseAddr(hi); err != nil || r.MaxAddr.Less(r.MinAddr) || r.MaxAddr.Is4() != r.MinAddr.Is4() {
+			return nil, fmt.Errorf("invalid address range in %q", v)
+		}
+	}
+	if ports != "" {
+		pl, ph, _ := strings.Cut(ports, "-")
+		if ph == "" {
+			ph = pl
+		}
+		if r.MinPort, r.MaxPort, err = parsePortRange(pl + ":" + ph); err != nil || r.MinPort == 0 {
+			return nil, fmt.Errorf("invalid port range in %q", v)
+		}
+	}
+	return r, nil
+}
