@@ -4,11 +4,13 @@ import (
 	"net/netip"
 
 	v1 "k8s.io/api/core/v1"
+
+	"github.com/svcproxy/svcproxy/ipset"
 )
 
 // SetPodCIDRs is the ipset (hash:net) holding the pod network's CIDRs when
 // there are several; one rule matching it serves them all.
-const SetPodCIDRs = "SVCPROXY-POD-CIDRS"
+const SetPodCIDRs = ipset.PodCIDRsSet
 
 // NodeAddresses returns the Node's InternalIPs (then ExternalIPs), in order.
 func NodeAddresses(node *v1.Node) []netip.Addr {

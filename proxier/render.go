@@ -44,6 +44,10 @@ type NodeConfig struct {
 	ConntrackTCPLiberal bool
 	// PodEgress, when set, masquerades pod traffic leaving the pod network.
 	PodEgress *PodEgressMasquerade
+	// IPSets are the hash:net sets the rules reference, with their members.
+	// Rendering uses only the names; the sync loop writes the members
+	// before every restore so a rule never refers to a missing set.
+	IPSets map[string][]netip.Prefix
 }
 
 // PodEgressMasquerade describes the optional pod egress SNAT rule: sources in
