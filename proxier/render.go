@@ -37,8 +37,8 @@ type NodeConfig struct {
 	RandomFully bool
 	// LocalhostNodePorts lets NodePorts answer on 127.0.0.1 (IPv4 only).
 	LocalhostNodePorts bool
-	// NodePortAddresses limits NodePorts to these node IPs; empty means every
-	// local address.
+	// NodePortAddresses limits NodePorts to these node IPs. nil means every
+	// local address; empty (non-nil) means none.
 	NodePortAddresses []netip.Addr
 	// ConntrackTCPLiberal: when set, INVALID packets are not dropped.
 	ConntrackTCPLiberal bool
@@ -197,7 +197,7 @@ func (r *render) writeBaseChains() {
 // traffic to this node's own addresses. It must stay the last rule.
 func (r *render) writeNodePortsJump() {
 	note := comment("kubernetes service nodeports; NOTE: this must be the last rule in this chain")
-	if len(r.cfg.NodePortAddresses) == 0 {
+	if r.cfg.NodePortAddresses == nil {
 		dst := []string{"-m", "addrtype", "--dst-type", "LOCAL"}
 		if r.cfg.isIPv6() {
 			dst = append(dst, "!", "-d", "::1/128")

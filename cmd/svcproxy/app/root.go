@@ -52,7 +52,10 @@ func NewRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return badInput(err) })
-	root.AddCommand(newDumpCommand())
+	root.AddCommand(newDumpCommand(), newRunCommand(), newCleanupCommand())
+	// Invoked as kubeadm invokes kube-proxy (flags, no subcommand), run the
+	// daemon: swapping the image is the whole migration.
+	addDaemonFlags(root)
 	return root
 }
 

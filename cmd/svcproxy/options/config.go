@@ -274,14 +274,15 @@ func (c *Config) Validate() error {
 		}
 	}
 
-	switch len(c.ClusterCIDRs) {
-	case 0, 1:
-	case 2:
-		if c.ClusterCIDRs[0].Addr().Is4() == c.ClusterCIDRs[1].Addr().Is4() {
-			add("%s: %s: two CIDRs must be a dual-stack pair (one IPv4, one IPv6)", name("clusterCIDR", "cluster-cidr"), joinPrefixes(c.ClusterCIDRs))
+	// kube-proxy allows one CIDR per family. svcproxy takes any number (pod
+	// pools added over time); several CIDRs of a family are matched through
+	// one ipset. Duplicates are a mistake worth naming.
+	seenCIDR := map[netip.Prefix]bool{}
+	for _, p := range c.ClusterCIDRs {
+		if seenCIDR[p] {
+			add("%s: %s is listed twice", name("clusterCIDR", "cluster-cidr"), p)
 		}
-	default:
-		add("%s: %s: must be one CIDR or a dual-stack pair", name("clusterCIDR", "cluster-cidr"), joinPrefixes(c.ClusterCIDRs))
+		seenCIDR[p] = true
 	}
 
 	switch c.DetectLocalMode {

@@ -1,0 +1,201 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/svcproxy/svcproxy/cmd/svcproxy/options"
+	"github.com/svcproxy/svcproxy/ipset"
+	"github.com/svcproxy/svcproxy/iptables"
+	"github.com/svcproxy/svcproxy/proxier"
+	"github.com/svcproxy/svcproxy/proxier/healthz"
+	"github.com/svcproxy/svcproxy/proxier/metrics"
+)
+
+// addDaemonFlags gives cmd kube-proxy's flags and makes it run the daemon.
+// Both the root command (kubeadm's invocation, no subcommand) and "run" use it.
+func addDaemonFlags(cmd *cobra.Command) {
+	o := options.NewOptions()
+	fs := cmd.Flags()
+	o.AddFlags(fs)
+	options.AddKlogFlags(fs)
+	fs.SetNormalizeFunc(normalizeUnderscores)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return badInput(fmt.Errorf("unknown command %q (see svcproxy --help)", args[0]))
+		}
+		if err := o.Complete(cmd.Flags()); err != nil {
+			return badInput(err)
+		}
+		if err := o.Validate(); err != nil {
+			return badInput(err)
+		}
+		if o.WriteConfigFile != "" {
+			return o.WriteConfigTo(o.WriteConfigFile)
+		}
+		ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, os.Interrupt)
+		defer stop()
+		if o.CleanupAndExit {
+			return runCleanup(ctx, o.Config.IPTablesBackend)
+		}
+		return runDaemon(ctx, o.Config)
+	}
+}
+
+// normalizeUnderscores lets --iptables_sync_period mean
+// --iptables-sync-period, as kube-proxy's flag parsing does.
+func normalizeUnderscores(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+	b := []byte(name)
+	for i := range b {
+		if b[i] == '_' {
+			b[i] = '-'
+		}
+	}
+	return pflag.NormalizedName(b)
+}
+
+func newRunCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the proxy daemon (the default when no subcommand is given)",
+	}
+	addDaemonFlags(cmd)
+	return cmd
+}
+
+func newCleanupCommand() *cobra.Command {
+	var backend string
+	cmd := &cobra.Command{
+		Use:   "cleanup",
+		Short: "Remove every chain, rule and ipset svcproxy or kube-proxy (iptables mode) created",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runCleanup(cmd.Context(), backend)
+		},
+	}
+	cmd.Flags().StringVar(&backend, "iptables-backend", "auto", "auto, nft or legacy")
+	return cmd
+}
+
+func runCleanup(ctx context.Context, backend string) error {
+	ipt, err := iptables.New(iptables.OSExecutor{}, iptables.Options{Backend: iptables.Backend(backend)})
+	if err != nil {
+		return err
+	}
+	if err := proxier.Cleanup(ctx, ipt, ipset.New()); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "svcproxy: removed kube-proxy/svcproxy chains (%s backend) and svcproxy ipsets\n", ipt.Backend())
+	return nil
+}
+
+// runDaemon runs until ctx ends (SIGTERM). The rules are left in place on
+// the way out, so restarting svcproxy never interrupts service traffic.
+func runDaemon(ctx context.Context, cfg options.Config) error {
+	nodeName, err := cfg.NodeName()
+	if err != nil {
+		return badInput(err)
+	}
+	client, err := newClient(cfg)
+	if err != nil {
+		return err
+	}
+	ipt, err := iptables.New(iptables.OSExecutor{}, iptables.Options{Backend: iptables.Backend(cfg.IPTablesBackend)})
+	if err != nil {
+		return fmt.Errorf("iptables: %w", err)
+	}
+	klog.InfoS("Starting svcproxy", "node", nodeName, "iptablesBackend", ipt.Backend(), "randomFully", ipt.HasRandomFully())
+
+	health, err := healthz.New(healthz.Config{BindAddress: cfg.HealthzBindAddress, HealthTimeout: 2 * cfg.SyncPeriod})
+	if cfg.HealthzBindAddress == "" {
+		health, err = nil, nil
+	}
+	if err != nil {
+		return badInput(err)
+	}
+	builder := &nodeConfigBuilder{cfg: cfg, family: v1.IPv4Protocol, nodeName: nodeName,
+		randomFully: ipt.HasRandomFully(), localAddrs: interfaceAddrs}
+	sets := ipset.New()
+	p, err := proxier.New(proxier.Config{
+		IPTables:      ipt,
+		NodeConfig:    builder.build,
+		SyncPeriod:    cfg.SyncPeriod,
+		MinSyncPeriod: cfg.MinSyncPeriod,
+		Health:        health,
+		Sets: func(_ context.Context, nc *proxier.NodeConfig) error {
+			return proxier.SyncIPSets(sets, nc)
+		},
+	})
+	if err != nil {
+		return err
+	}
+
+	metrics.Register()
+	errs := make(chan error, 4)
+	serve := func(what string, run func() error) {
+		go func() {
+			if err := run(); err != nil && !errors.Is(err, context.Canceled) {
+				klog.ErrorS(err, "Server failed", "server", what)
+				if cfg.BindAddressHardFail {
+					errs <- fmt.Errorf("%s: %w", what, err)
+				}
+			}
+		}()
+	}
+	if health != nil {
+		serve("healthz", func() error { return health.Run(ctx) })
+	}
+	if cfg.MetricsBindAddress != "" {
+		serve("metrics", func() error { return metrics.ServeMetrics(ctx, cfg.MetricsBindAddress, metrics.Registry()) })
+	}
+	go func() { errs <- proxier.StartInformers(ctx, client, nodeName, cfg.ConfigSyncPeriod, p) }()
+	go func() { errs <- p.Run(ctx) }()
+
+	select {
+	case <-ctx.Done():
+		klog.InfoS("Shutting down; rules stay in place")
+		return nil
+	case err := <-errs:
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+}
+
+func newClient(cfg options.Config) (kubernetes.Interface, error) {
+	var rc *rest.Config
+	var err error
+	if cfg.Kubeconfig == "" && cfg.Master == "" {
+		rc, err = rest.InClusterConfig()
+	} else {
+		rc, err = clientcmd.BuildConfigFromFlags(cfg.Master, cfg.Kubeconfig)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("API client configuration: %w", err)
+	}
+	rc.QPS = cfg.QPS
+	rc.Burst = int(cfg.Burst)
+	if cfg.ContentType != "" {
+		rc.ContentType = cfg.ContentType
+	}
+	if cfg.AcceptContentTypes != "" {
+		rc.AcceptContentTypes = cfg.AcceptContentTypes
+	}
+	rc.UserAgent = "svcproxy"
+	rc.Timeout = 60 * time.Second
+	return kubernetes.NewForConfig(rc)
+}

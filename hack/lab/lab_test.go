@@ -1,0 +1,335 @@
+package lab_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/svcproxy/svcproxy/hack/lab"
+)
+
+const echoPort = 8080
+
+// rootLinks lists interface names of the test process's (root) namespace.
+func rootLinks(t *testing.T) []string {
+	t.Helper()
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, i := range ifs {
+		names = append(names, i.Name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func rootIPv4s(t *testing.T) []string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && !ipn.IP.IsLoopback() {
+			out = append(out, ipn.IP.String())
+		}
+	}
+	return out
+}
+
+func upLab(t *testing.T, o lab.Options) *lab.Lab {
+	t.Helper()
+	o.StateDir = t.TempDir()
+	o.Logf = t.Logf
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	l, err := lab.Up(ctx, o)
+	if err != nil {
+		t.Fatalf("lab.Up: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := l.Down(); err != nil {
+			t.Errorf("Down: %v", err)
+		}
+		left, _ := lab.ListNamespaces(l.Prefix)
+		if len(left) > 0 {
+			t.Errorf("namespaces left after Down: %v", left)
+		}
+	})
+	return l
+}
+
+func TestPlanAddresses(t *testing.T) {
+	l, err := lab.Plan(lab.Options{Prefix: "x", Nodes: 3, PodsPerNode: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct{ ns, ip, cidr, gw, pod1 string }{
+		{"x-node1", "192.0.2.11", "198.51.100.0/26", "198.51.100.1", "198.51.100.2"},
+		{"x-node2", "192.0.2.12", "198.51.100.64/26", "198.51.100.65", "198.51.100.66"},
+		{"x-node3", "192.0.2.13", "198.51.100.128/26", "198.51.100.129", "198.51.100.130"},
+	}
+	for i, w := range want {
+		n := l.Nodes[i]
+		if n.NS != w.ns || n.IP != w.ip || n.PodCIDR != w.cidr || n.BridgeIP != w.gw || n.Pods[0].IP != w.pod1 {
+			t.Errorf("node %d = %+v, want %+v", i+1, n, w)
+		}
+		if got, wantNS := n.Pods[2].NS, fmt.Sprintf("x-n%d-p3", i+1); got != wantNS {
+			t.Errorf("pod ns = %q", got)
+		}
+	}
+	if l.Sink.IP != "192.0.2.1" || l.CP.IP != "192.0.2.10" || l.Client.IP != "192.0.2.100" || l.CP.NS != "x-cp" {
+		t.Errorf("infra hosts wrong: %+v %+v %+v", l.Sink, l.CP, l.Client)
+	}
+	if _, err := lab.Plan(lab.Options{Prefix: "Bad-Prefix"}); err == nil {
+		t.Error("bad prefix accepted")
+	}
+	if _, err := lab.Plan(lab.Options{Nodes: 5}); err == nil {
+		t.Error("5 nodes accepted")
+	}
+}
+
+func TestParseReply(t *testing.T) {
+	r, err := lab.ParseReply("pod-a 198.51.100.2:40000\n")
+	if err != nil || r.Backend != "pod-a" || r.ClientIP() != "198.51.100.2" {
+		t.Fatalf("got %+v, %v", r, err)
+	}
+	if _, err := lab.ParseReply("garbage"); !errors.Is(err, lab.ErrBadReply) {
+		t.Fatalf("want ErrBadReply, got %v", err)
+	}
+}
+
+func TestLabSmoke(t *testing.T) {
+	if err := lab.Available(); err != nil {
+		t.Skipf("network lab not available: %v", err)
+	}
+	before := rootLinks(t)
+	hostIPs := rootIPv4s(t)
+	l := upLab(t, lab.Options{Prefix: "svpt", Nodes: 2, PodsPerNode: 2})
+	if !l.BridgeNetfilter {
+		t.Logf("NOTE: net.bridge.bridge-nf-call-iptables could not be enabled in node namespaces")
+	}
+
+	// Echo servers in every pod, every node and the client.
+	for _, p := range l.Pods() {
+		if _, err := l.StartEcho(p.NS, p.Name, echoPort); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range l.Nodes {
+		if _, err := l.StartEcho(n.NS, n.Name, echoPort); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := l.StartEcho(l.Client.NS, "client", echoPort); err != nil {
+		t.Fatal(err)
+	}
+
+	expectOK := func(t *testing.T, fromNS, proto, addr, wantBackend, wantClientIP string) {
+		t.Helper()
+		r, err := lab.ProbeWith(lab.ProbeSpec{NS: fromNS, Proto: proto, Addr: addr, Port: echoPort, Timeout: 3 * time.Second})
+		if err != nil {
+			t.Fatalf("%s %s -> %s: %v", fromNS, proto, addr, err)
+		}
+		if r.Backend != wantBackend || r.ClientIP() != wantClientIP {
+			t.Fatalf("%s %s -> %s: answered by %s seeing %s, want %s seeing %s",
+				fromNS, proto, addr, r.Backend, r.ClientAddr, wantBackend, wantClientIP)
+		}
+	}
+	p11, p12, p21 := l.Pod(1, 1), l.Pod(1, 2), l.Pod(2, 1)
+	n1, n2 := l.Node(1), l.Node(2)
+	for _, proto := range []string{"tcp", "udp"} {
+		t.Run(proto, func(t *testing.T) {
+			t.Run("pod-to-pod-cross-node keeps source", func(t *testing.T) {
+				expectOK(t, p11.NS, proto, p21.IP, p21.Name, p11.IP)
+				expectOK(t, p21.NS, proto, p11.IP, p11.Name, p21.IP)
+			})
+			t.Run("pod-to-pod-same-node", func(t *testing.T) {
+				expectOK(t, p11.NS, proto, p12.IP, p12.Name, p11.IP)
+			})
+			t.Run("pod-to-own-node", func(t *testing.T) {
+				expectOK(t, p11.NS, proto, n1.IP, n1.Name, p11.IP)
+				expectOK(t, p11.NS, proto, n1.BridgeIP, n1.Name, p11.IP)
+			})
+			t.Run("pod-to-other-node", func(t *testing.T) {
+				// node2 reaches 198.51.100.0/26 via node1, so the source stays the pod's.
+				expectOK(t, p11.NS, proto, n2.IP, n2.Name, p11.IP)
+			})
+			t.Run("node-to-remote-pod", func(t *testing.T) {
+				expectOK(t, n1.NS, proto, p21.IP, p21.Name, n1.IP)
+			})
+			t.Run("client-to-node", func(t *testing.T) {
+				expectOK(t, l.Client.NS, proto, n1.IP, n1.Name, lab.ClientIP)
+				expectOK(t, l.Client.NS, proto, n2.IP, n2.Name, lab.ClientIP)
+			})
+			t.Run("node-to-client", func(t *testing.T) {
+				expectOK(t, n2.NS, proto, lab.ClientIP, "client", n2.IP)
+			})
+			t.Run("refused-is-not-timeout", func(t *testing.T) {
+				_, _, err := lab.Probe(p11.NS, proto, p21.IP, echoPort+1, 2*time.Second)
+				if !errors.Is(err, lab.ErrRefused) {
+					t.Fatalf("closed port: want ErrRefused, got %v", err)
+				}
+			})
+			t.Run("cluster-ip-blackholed-without-proxy", func(t *testing.T) {
+				// No proxy rules: the packet goes to the sink, which drops it.
+				_, _, err := lab.Probe(p11.NS, proto, lab.KubernetesSvcIP, 443, 700*time.Millisecond)
+				if !errors.Is(err, lab.ErrTimeout) {
+					t.Fatalf("ClusterIP without proxy: want ErrTimeout, got %v", err)
+				}
+				_, _, err = lab.Probe(n1.NS, proto, "203.0.113.7", 80, 700*time.Millisecond)
+				if !errors.Is(err, lab.ErrTimeout) {
+					t.Fatalf("ClusterIP from node without proxy: want ErrTimeout, got %v", err)
+				}
+			})
+			t.Run("client-cannot-reach-pods", func(t *testing.T) {
+				_, _, err := lab.Probe(l.Client.NS, proto, p11.IP, echoPort, 700*time.Millisecond)
+				if !errors.Is(err, lab.ErrTimeout) {
+					t.Fatalf("client -> pod IP: want ErrTimeout (sink drops), got %v", err)
+				}
+			})
+		})
+	}
+
+	t.Run("isolated-from-host", func(t *testing.T) {
+		// 1. The root namespace gained no interface.
+		if after := rootLinks(t); strings.Join(after, ",") != strings.Join(before, ",") {
+			t.Errorf("root namespace links changed: before %v after %v", before, after)
+		}
+		// 2. Every veth in the lab has its peer in a lab namespace.
+		labNS := map[string]bool{}
+		for _, ns := range l.Namespaces() {
+			labNS[ns] = true
+		}
+		for _, ns := range l.Namespaces() {
+			checkVethPeers(t, l, ns, labNS)
+		}
+		// 3. The host's addresses are not reachable from anywhere in the lab.
+		for _, ip := range hostIPs {
+			for _, ns := range []string{n1.NS, p11.NS, l.Client.NS, l.CP.NS} {
+				_, _, err := lab.Probe(ns, "tcp", ip, 22, 500*time.Millisecond)
+				if err == nil || errors.Is(err, lab.ErrRefused) {
+					t.Errorf("host address %s reachable from %s: %v", ip, ns, err)
+				}
+			}
+		}
+		// 4. Only the expected routes exist: no namespace routes beyond the sink.
+		out, err := l.Exec(l.Sink.NS, "ip", "route", "show")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(out), "default") {
+			t.Errorf("sink has a default route:\n%s", out)
+		}
+		fwd, err := l.Exec(l.Sink.NS, "sysctl", "-n", "net.ipv4.ip_forward")
+		if err != nil || strings.TrimSpace(string(fwd)) != "0" {
+			t.Errorf("sink forwarding = %q, %v; want 0", fwd, err)
+		}
+	})
+
+	t.Run("hairpin-and-sysctls", func(t *testing.T) {
+		out, err := l.Exec(n1.NS, "bridge", "-d", "link", "show", "dev", p11.HostVeth)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(out), "hairpin on") {
+			t.Errorf("hairpin not on for %s:\n%s", p11.HostVeth, out)
+		}
+		fwd, err := l.Exec(n1.NS, "sysctl", "-n", "net.ipv4.ip_forward")
+		if err != nil || strings.TrimSpace(string(fwd)) != "1" {
+			t.Errorf("node ip_forward = %q, %v", fwd, err)
+		}
+	})
+}
+
+type ipLink struct {
+	IfName    string `json:"ifname"`
+	LinkNetns *int   `json:"link_netnsid"`
+	LinkInfo  struct {
+		InfoKind string `json:"info_kind"`
+	} `json:"linkinfo"`
+}
+
+type nsID struct {
+	NsID int    `json:"nsid"`
+	Name string `json:"name"`
+}
+
+func checkVethPeers(t *testing.T, l *lab.Lab, ns string, labNS map[string]bool) {
+	t.Helper()
+	out, err := l.Exec(ns, "ip", "-j", "-d", "link", "show")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var links []ipLink
+	if err := json.Unmarshal(out, &links); err != nil {
+		t.Fatalf("%s: parsing ip -j link: %v", ns, err)
+	}
+	idOut, err := l.Exec(ns, "ip", "-j", "netns", "list-id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []nsID
+	if len(strings.TrimSpace(string(idOut))) > 0 {
+		if err := json.Unmarshal(idOut, &ids); err != nil {
+			t.Fatalf("%s: parsing ip -j netns list-id: %v (%s)", ns, err, idOut)
+		}
+	}
+	names := map[int]string{}
+	for _, id := range ids {
+		names[id.NsID] = id.Name
+	}
+	for _, lk := range links {
+		switch lk.LinkInfo.InfoKind {
+		case "veth":
+			if lk.LinkNetns == nil {
+				// Peer in the same namespace: harmless but unexpected.
+				continue
+			}
+			peerNS := names[*lk.LinkNetns]
+			if !labNS[peerNS] {
+				t.Errorf("%s/%s: veth peer in namespace %q (nsid %d), outside the lab", ns, lk.IfName, peerNS, *lk.LinkNetns)
+			}
+		case "", "bridge":
+		default:
+			// e.g. fallback tunnel devices (sit0, tunl0) the kernel adds to
+			// every namespace; they are down and have no peer.
+			t.Logf("%s/%s: link kind %q", ns, lk.IfName, lk.LinkInfo.InfoKind)
+		}
+	}
+}
+
+func TestEchoServerLoopback(t *testing.T) {
+	if err := lab.Available(); err != nil {
+		t.Skipf("network lab not available: %v", err)
+	}
+	if os.Getenv("SVCPROXY_SKIP_BUILD") != "" {
+		t.Skip("SVCPROXY_SKIP_BUILD set")
+	}
+	// The echo server's UDP replies come from the address the request was
+	// sent to, even on a multi-homed host (IP_PKTINFO).
+	l := upLab(t, lab.Options{Prefix: "svpu", Nodes: 1, PodsPerNode: -1})
+	n := l.Node(1)
+	if _, err := l.StartEcho(n.NS, "multi", echoPort); err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range []string{n.IP, n.BridgeIP, "127.0.0.1"} {
+		r, err := lab.ProbeWith(lab.ProbeSpec{NS: n.NS, Proto: "udp", Addr: addr, Port: echoPort, Timeout: 2 * time.Second})
+		if err != nil {
+			t.Fatalf("udp to %s: %v", addr, err)
+		}
+		if r.Backend != "multi" {
+			t.Fatalf("udp to %s answered by %q", addr, r.Backend)
+		}
+	}
+}
