@@ -21,29 +21,17 @@ var ownedChains = map[iptables.Table][]string{
 }
 
 // Cleanup removes every rule, chain and ipset that svcproxy or kube-proxy in
-// iptables mode created, so either can take over the node. Jumps go first,
-// then the chains (flushed, then deleted, in one restore per table), then
-// the sets, which the kernel refuses to destroy while a rule uses them.
-// sets may be nil to leave ipsets alone. Every failure is reported; the
-// rest is still cleaned.
+// iptables mode created, so either can take over the node. Per table, the
+// rules in built-in chains that jump into our chains go first (found by
+// target, whatever their comment, so other kube-proxy versions' jumps go
+// too), then our chains (flushed, then deleted, in one restore); the sets go
+// last, since the kernel refuses to destroy a set a rule uses. sets may be
+// nil to leave ipsets alone. Every failure is reported; the rest is still
+// cleaned.
 func Cleanup(ctx context.Context, ipt iptables.Interface, sets ipset.Interface) error {
 	var errs []error
-	for _, j := range append(Jumps(), PodEgressJump()) {
-		if err := ipt.DeleteRule(ctx, iptables.Table(j.Table), j.From, j.Args...); err != nil {
-			errs = append(errs, fmt.Errorf("delete jump %s/%s -> %s: %w", j.Table, j.From, j.To, err))
-		}
-	}
 	for _, table := range []iptables.Table{iptables.TableNAT, iptables.TableFilter, iptables.TableMangle} {
-		saved, err := ipt.Save(ctx, table)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("save %s: %w", table, err))
-			continue
-		}
-		if data := cleanupRestore(table, ChainNames(saved)); data != nil {
-			if err := ipt.Restore(ctx, data, iptables.RestoreOptions{NoFlush: true}); err != nil {
-				errs = append(errs, fmt.Errorf("delete %s chains: %w", table, err))
-			}
-		}
+		errs = append(errs, cleanupTable(ctx, ipt, table))
 	}
 	if sets != nil {
 		if err := ipset.Cleanup(sets, ipset.Prefix); err != nil {
@@ -53,11 +41,62 @@ func Cleanup(ctx context.Context, ipt iptables.Interface, sets ipset.Interface) 
 	return errors.Join(errs...)
 }
 
+func cleanupTable(ctx context.Context, ipt iptables.Interface, table iptables.Table) error {
+	saved, err := ipt.Save(ctx, table)
+	if err != nil {
+		return fmt.Errorf("save %s: %w", table, err)
+	}
+	dump, err := iptables.ParseDump(saved)
+	if err != nil {
+		return fmt.Errorf("parse %s: %w", table, err)
+	}
+	t := dump.Table(table)
+	if t == nil {
+		return nil
+	}
+	var errs []error
+	for _, c := range t.Chains {
+		if !iptables.IsBuiltinChain(table, c.Name) {
+			continue
+		}
+		for _, r := range c.Rules {
+			if target := jumpTarget(r.Args); target != "" && isOwnedChain(table, target) {
+				if err := ipt.DeleteRule(ctx, table, c.Name, r.Args...); err != nil {
+					errs = append(errs, fmt.Errorf("delete %s/%s rule %q: %w", table, c.Name, r.Raw, err))
+				}
+			}
+		}
+	}
+	var names []string
+	for _, c := range t.Chains {
+		names = append(names, c.Name)
+	}
+	if data := cleanupRestore(table, names); data != nil {
+		if err := ipt.Restore(ctx, data, iptables.RestoreOptions{NoFlush: true}); err != nil {
+			errs = append(errs, fmt.Errorf("delete %s chains: %w", table, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func jumpTarget(args []string) string {
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == "-j" || args[i] == "-g" {
+			return args[i+1]
+		}
+	}
+	return ""
+}
+
+func isOwnedChain(table iptables.Table, chain string) bool {
+	return slices.Contains(ownedChains[table], chain) || (table == iptables.TableNAT && IsServiceChain(chain))
+}
+
 // cleanupRestore flushes and deletes every chain of ours that exists.
 func cleanupRestore(table iptables.Table, existing []string) []byte {
 	var ours []string
 	for _, c := range existing {
-		if slices.Contains(ownedChains[table], c) || (table == iptables.TableNAT && IsServiceChain(c)) {
+		if isOwnedChain(table, c) {
 			ours = append(ours, c)
 		}
 	}

@@ -1,17 +1,22 @@
 package proxier
 
-import "slices"
+import (
+	"slices"
+
+	"github.com/svcproxy/svcproxy/iptables"
+)
 
 // Jump is a rule in a built-in chain that sends traffic into one of ours.
 // The restore input cannot carry these (it would have to own the whole
 // built-in chain), so the sync loop ensures them on every full sync.
 type Jump struct {
 	Table, From, To string
-	Args            []string // full rule arguments, ending in "-j To"
+	// Args are the rule's arguments as argv (unquoted), ending in "-j To".
+	Args []string
 }
 
 func jump(table, from, to, why string, extra ...string) Jump {
-	return Jump{Table: table, From: from, To: to, Args: slices.Concat(extra, comment(why), []string{"-j", to})}
+	return Jump{Table: table, From: from, To: to, Args: slices.Concat(extra, []string{"-m", "comment", "--comment", why, "-j", to})}
 }
 
 // Jumps lists kube-proxy's jumps from built-in chains, in its order.
@@ -53,11 +58,7 @@ func KubeletJumps() []Jump {
 func JumpsRestoreText(jumps []Jump) map[string][]string {
 	out := map[string][]string{}
 	for _, j := range jumps {
-		line := "-A " + j.From
-		for _, a := range j.Args {
-			line += " " + a
-		}
-		out[j.Table] = append(out[j.Table], line)
+		out[j.Table] = append(out[j.Table], "-A "+j.From+" "+iptables.JoinArgs(j.Args))
 	}
 	return out
 }

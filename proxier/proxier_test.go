@@ -3,6 +3,7 @@ package proxier
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -253,3 +254,19 @@ func TestCanaryDetectsFlush(t *testing.T) {
 }
 
 var _ = discovery.AddressTypeIPv4
+
+// Jumps are passed to iptables as argv: a quote would become part of the
+// comment, breaking kube-proxy compatibility (and EnsureRule's duplicate check).
+func TestJumpArgsAreUnquoted(t *testing.T) {
+	for _, j := range Jumps() {
+		for _, a := range j.Args {
+			if strings.Contains(a, `"`) {
+				t.Errorf("jump %s/%s -> %s has a quoted argument %q", j.Table, j.From, j.To, a)
+			}
+		}
+	}
+	text := JumpsRestoreText(Jumps())["nat"]
+	if !slices.Contains(text, `-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES`) {
+		t.Errorf("restore text of jumps not quoted as iptables-restore expects: %q", text)
+	}
+}

@@ -3,7 +3,8 @@ package proxier
 import (
 	"bytes"
 	"slices"
-	"strings"
+
+	"github.com/svcproxy/svcproxy/iptables"
 )
 
 // tableWriter collects one table's chain declarations and rules. Rules keep
@@ -91,11 +92,8 @@ func (w *tableWriter) writeTo(out *bytes.Buffer) {
 	out.WriteString("COMMIT\n")
 }
 
-// comment returns the "-m comment" match for text, quoted when it has spaces,
-// which is how kube-proxy writes it.
+// comment returns the "-m comment" match for text in restore syntax: quoted
+// when it has spaces, which is how kube-proxy writes it.
 func comment(text string) []string {
-	if strings.ContainsAny(text, " \t") {
-		text = `"` + text + `"`
-	}
-	return []string{"-m", "comment", "--comment", text}
+	return []string{"-m", "comment", "--comment", iptables.QuoteArg(text)}
 }
