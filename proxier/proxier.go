@@ -81,10 +81,11 @@ type Proxier struct {
 	nodeConf *NodeConfig
 
 	// Owned by the sync goroutine.
-	snapshot     *Snapshot
-	needFullSync bool
-	lastFullSync time.Time
-	lastNodeConf *NodeConfig
+	snapshot      *Snapshot
+	needFullSync  bool
+	lastFullSync  time.Time
+	lastNodeConf  *NodeConfig
+	lastLargeMode bool
 }
 
 // New validates cfg and returns a Proxier. It starts nothing: call Run.
@@ -229,6 +230,9 @@ func (p *Proxier) syncProxyRules() error {
 	if problems != nil {
 		p.cfg.Problems(problems)
 	}
+	// Crossing the large-cluster threshold changes every chain's comments.
+	largeMode := countEndpoints(p.snapshot) > largeClusterEndpointsThreshold
+	full = full || largeMode != p.lastLargeMode
 	metrics.ServiceChangesPending.Set(0)
 	metrics.EndpointChangesPending.Set(0)
 
@@ -252,6 +256,7 @@ func (p *Proxier) syncProxyRules() error {
 	}
 	p.needFullSync = false
 	p.lastNodeConf = nodeConf
+	p.lastLargeMode = largeMode
 	if full {
 		p.lastFullSync = start
 	}

@@ -3,6 +3,7 @@ package proxier
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -268,5 +269,30 @@ func TestJumpArgsAreUnquoted(t *testing.T) {
 	text := JumpsRestoreText(Jumps())["nat"]
 	if !slices.Contains(text, `-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES`) {
 		t.Errorf("restore text of jumps not quoted as iptables-restore expects: %q", text)
+	}
+}
+
+func TestCrossingLargeClusterThresholdForcesFullSync(t *testing.T) {
+	p, ipt := newTestProxier(t)
+	p.OnServicesSynced()
+	p.OnEndpointSlicesSynced()
+	p.OnServiceAdd(webService)
+	p.OnEndpointSliceAdd(webSlice)
+	mustSync(t, p)
+
+	big := service("demo", "big", "203.0.113.60", port("http", v1.ProtocolTCP, 80))
+	var eps []discovery.Endpoint
+	for i := 0; i < largeClusterEndpointsThreshold+1; i++ {
+		eps = append(eps, endpoint(fmt.Sprintf("198.51.%d.%d", 100+i/250, 1+i%250)))
+	}
+	p.OnServiceAdd(big)
+	p.OnEndpointSliceAdd(slice("demo", "big", "big-1", tcpPort("http", 8080), eps...))
+	mustSync(t, p)
+	last := string(ipt.LastRestore())
+	if !strings.Contains(last, ":"+ClusterPolicyChain(webPortName)) {
+		t.Fatal("crossing the large-cluster threshold did not rewrite unchanged services")
+	}
+	if strings.Contains(last, `"demo/web:http -> 198.51.100.2:8080"`) {
+		t.Error("large-cluster mode should drop per-endpoint comments")
 	}
 }
