@@ -32,6 +32,8 @@ Control plane (inside <prefix>-cp; needs a lab):
 Helpers:
   probe --ns NS [--proto tcp|udp] --addr IP --port N [--timeout 2s]   query an echo server
   echo  --ns NS --name NAME --port N                                  start a detached echo server
+  apply -f FILE|DIR [-f ...] [--dry-run] [--timeout 1m]               server-side apply manifests to the lab's
+                                                                      API server (creates missing namespaces)
 
 Defaults: prefix svp, 2 nodes, 2 pods per node, state dir /tmp/svcproxy-lab-<prefix>
 (or $SVCPROXY_STATE_DIR).
@@ -58,6 +60,8 @@ func main() {
 		err = cmdProbe(args)
 	case "echo":
 		err = cmdEcho(args)
+	case "apply":
+		err = cmdApply(ctx, args)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 	default:

@@ -1,0 +1,59 @@
+# syntax=docker/dockerfile:1
+#
+# svcproxy image: a drop-in for the kube-proxy image (iptables mode).
+#
+#   docker build -t ghcr.io/svcproxy/svcproxy:v0.1.0 .
+#   docker buildx build --platform linux/amd64,linux/arm64 -t ghcr.io/svcproxy/svcproxy:v0.1.0 --push .
+#
+# /usr/local/bin/kube-proxy is a symlink to svcproxy, so kubeadm's DaemonSet
+# command (/usr/local/bin/kube-proxy --config=... --hostname-override=...)
+# runs svcproxy unchanged: `kubectl -n kube-system set image
+# daemonset/kube-proxy kube-proxy=<this image>` is the whole migration
+# (docs/kubeadm-migration.md).
+
+# The Go toolchain go.mod asks for ("go 1.26.8").
+ARG GO_VERSION=1.26.8
+
+FROM --platform=$BUILDPLATFORM golang:${GO_VERSION}-bookworm AS build
+ARG TARGETOS=linux
+ARG TARGETARCH
+WORKDIR /src
+# Modules first, so source edits do not re-download them.
+COPY go.mod go.sum ./
+RUN --mount=type=cache,target=/go/pkg/mod go mod download
+COPY . .
+# A static binary: no libc needed, runs on any base.
+RUN --mount=type=cache,target=/go/pkg/mod \
+    --mount=type=cache,target=/root/.cache/go-build \
+    CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
+    go build -trimpath -ldflags "-s -w" -o /out/svcproxy ./cmd/svcproxy
+
+FROM debian:bookworm-slim
+# iptables ships both backends: iptables-nft* / ip6tables-nft* (nf_tables)
+# and iptables-legacy* / ip6tables-legacy* (x_tables). ipset and conntrack
+# are for debugging from inside the pod (svcproxy manages sets over netlink);
+# kmod gives modprobe for modules not yet loaded.
+#
+# Backend selection: the kube-proxy image uses iptables-wrapper to join
+# whichever backend the node (kubelet) already uses. svcproxy does that
+# itself: --iptables-backend=auto (the default) looks for kubelet's
+# KUBE-IPTABLES-HINT / KUBE-KUBELET-CANARY chains, then for KUBE-* chains,
+# then counts rules in iptables-nft-save vs iptables-legacy-save, and only
+# ever runs the backend-suffixed binaries (iptables-nft-restore,
+# iptables-legacy-save, ...). Force one with --iptables-backend=nft|legacy.
+# The plain `iptables` alternative in the image is never used by svcproxy.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends iptables ipset conntrack kmod ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && for b in iptables ip6tables; do \
+      for be in nft legacy; do \
+        for s in "" -save -restore; do \
+          command -v "$b-$be$s" >/dev/null || { echo "missing $b-$be$s" >&2; exit 1; }; \
+        done; \
+      done; \
+    done
+COPY --from=build /out/svcproxy /usr/local/bin/svcproxy
+RUN ln -s svcproxy /usr/local/bin/kube-proxy \
+ && /usr/local/bin/kube-proxy --help >/dev/null
+# kubeadm's DaemonSet sets `command:`; this is for `docker run IMAGE --help`.
+ENTRYPOINT ["/usr/local/bin/kube-proxy"]
