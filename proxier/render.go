@@ -124,6 +124,7 @@ func Render(snap *Snapshot, cfg *NodeConfig, opts RenderOptions) *Rendered {
 		r.writeServicePort(sp, snap.Endpoints[name], changed)
 	}
 	r.deleteStaleChains(opts.ExistingNATChains)
+	r.flushPodEgressIfOff(opts.ExistingNATChains)
 	r.writeNodePortsJump()
 	r.writeForwardRules()
 
@@ -190,6 +191,15 @@ func (r *render) writeBaseChains() {
 	}
 	if r.cfg.PodEgress != nil {
 		r.writePodEgress(r.cfg.PodEgress)
+	}
+}
+
+// flushPodEgressIfOff empties the pod egress chain when pod egress is off
+// but the chain exists (the flag was dropped since the last run): its jump
+// from POSTROUTING stays, harmlessly, until svcproxy cleanup.
+func (r *render) flushPodEgressIfOff(existing []string) {
+	if r.cfg.PodEgress == nil && slices.Contains(existing, ChainPodEgress) {
+		r.nat.declare(ChainPodEgress)
 	}
 }
 

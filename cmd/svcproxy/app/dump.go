@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	v1 "k8s.io/api/core/v1"
 
+	"github.com/svcproxy/svcproxy/cmd/svcproxy/options"
 	"github.com/svcproxy/svcproxy/proxier"
 	"github.com/svcproxy/svcproxy/proxier/manifest"
 )
@@ -26,6 +27,11 @@ type dumpOptions struct {
 	randomFully        bool
 	localhostNodePorts bool
 	nodePortAddresses  []string
+	detectLocalMode    string
+	bridgeInterface    string
+	ifacePrefix        string
+	podEgress          bool
+	noMasqCIDRs        []string
 }
 
 func newDumpCommand() *cobra.Command {
@@ -60,6 +66,11 @@ with exit code 2 and nothing on stdout.`,
 	f.BoolVar(&o.randomFully, "random-fully", true, "use MASQUERADE --random-fully")
 	f.BoolVar(&o.localhostNodePorts, "localhost-nodeports", true, "allow NodePorts on 127.0.0.1 (IPv4)")
 	f.StringSliceVar(&o.nodePortAddresses, "nodeport-addresses", nil, "node IPs that accept NodePorts (default: all local addresses)")
+	f.StringVar(&o.detectLocalMode, "detect-local-mode", options.LocalModeClusterCIDR, "how pod traffic is recognised: ClusterCIDR, NodeCIDR (the Node object's pod CIDR), BridgeInterface or InterfaceNamePrefix")
+	f.StringVar(&o.bridgeInterface, "pod-bridge-interface", "", "the pod bridge, for --detect-local-mode=BridgeInterface")
+	f.StringVar(&o.ifacePrefix, "pod-interface-name-prefix", "", "the pod interface name prefix, for --detect-local-mode=InterfaceNamePrefix")
+	f.BoolVar(&o.podEgress, "masquerade-pod-egress", false, "masquerade pod traffic to destinations outside --cluster-cidr and --no-masquerade-cidrs")
+	f.StringSliceVar(&o.noMasqCIDRs, "no-masquerade-cidrs", nil, "destinations --masquerade-pod-egress never masquerades")
 	_ = cmd.MarkFlagRequired("filename")
 	return cmd
 }
@@ -110,28 +121,51 @@ func (o *dumpOptions) nodeConfig(nodes []*v1.Node) (*proxier.NodeConfig, error) 
 	node := findNode(nodes, o.nodeName)
 	nodeIPs, err := parseAddrs("--node-ip", o.nodeIPs)
 	errs = append(errs, err)
-	if len(nodeIPs) == 0 && node != nil {
-		nodeIPs = proxier.NodeAddresses(node)
-	}
-	nodeIPs = slices.DeleteFunc(nodeIPs, func(a netip.Addr) bool { return (family == v1.IPv6Protocol) != a.Is6() })
 	cidrs, err := parsePrefixes("--cluster-cidr", o.clusterCIDRs)
+	errs = append(errs, err)
+	noMasq, err := parsePrefixes("--no-masquerade-cidrs", o.noMasqCIDRs)
 	errs = append(errs, err)
 	npa, err := parseAddrs("--nodeport-addresses", o.nodePortAddresses)
 	errs = append(errs, err)
+	// The daemon's builder makes the detect-local and pod egress rules and
+	// the sets, so a dump shows exactly what a node would get.
+	daemon := options.Config{
+		MasqueradeAll:       o.masqueradeAll,
+		MasqueradeBit:       int32(o.masqueradeBit),
+		LocalhostNodePorts:  o.localhostNodePorts,
+		DetectLocalMode:     o.detectLocalMode,
+		DetectLocal:         options.DetectLocal{BridgeInterface: o.bridgeInterface, InterfaceNamePrefix: o.ifacePrefix},
+		ClusterCIDRs:        cidrs,
+		MasqueradePodEgress: o.podEgress,
+		NoMasqueradeCIDRs:   noMasq,
+	}
+	switch o.detectLocalMode {
+	case options.LocalModeClusterCIDR, options.LocalModeNodeCIDR:
+	case options.LocalModeBridgeInterface:
+		if o.bridgeInterface == "" {
+			errs = append(errs, errors.New("--detect-local-mode=BridgeInterface needs --pod-bridge-interface"))
+		}
+	case options.LocalModeInterfaceNamePrefix:
+		if o.ifacePrefix == "" {
+			errs = append(errs, errors.New("--detect-local-mode=InterfaceNamePrefix needs --pod-interface-name-prefix"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--detect-local-mode: %q is not ClusterCIDR, NodeCIDR, BridgeInterface or InterfaceNamePrefix", o.detectLocalMode))
+	}
+	if o.podEgress && len(familyPrefixes(cidrs, family)) == 0 {
+		errs = append(errs, errors.New("--masquerade-pod-egress needs --cluster-cidr (of the --ip-family)"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	cfg := &proxier.NodeConfig{
-		Family:             family,
-		Topology:           proxier.TopologyOf(o.nodeName, node),
-		NodeIPs:            nodeIPs,
-		MasqueradeBit:      o.masqueradeBit,
-		MasqueradeAll:      o.masqueradeAll,
-		LocalDetector:      proxier.DetectByClusterCIDRs(familyPrefixes(cidrs, family)),
-		RandomFully:        o.randomFully,
-		LocalhostNodePorts: o.localhostNodePorts,
-		NodePortAddresses:  npa,
+	b := &nodeConfigBuilder{cfg: daemon, family: family, nodeName: o.nodeName, randomFully: o.randomFully}
+	cfg := b.build(node)
+	if len(nodeIPs) > 0 {
+		cfg.NodeIPs = ofFamily(nodeIPs, family)
 	}
+	// dump's --nodeport-addresses lists the addresses themselves (there is
+	// no host to match CIDRs against).
+	cfg.NodePortAddresses = npa
 	return cfg, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -111,5 +112,65 @@ func TestMissingFile(t *testing.T) {
 	code, out, errOut := runMain(t, "", "dump", "-f", "/nonexistent/dir/x.yaml")
 	if code != 2 || out != "" || !strings.Contains(errOut, "/nonexistent/dir/x.yaml") {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+func TestDumpPodEgressAndDetectLocal(t *testing.T) {
+	svc := `{"apiVersion":"v1","kind":"List","items":[
+	 {"apiVersion":"v1","kind":"Service","metadata":{"name":"a","namespace":"x"},"spec":{"clusterIP":"203.0.113.7","ports":[{"name":"p","port":81}]}},
+	 {"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"a-1","namespace":"x","labels":{"kubernetes.io/service-name":"a"}},
+	  "addressType":"IPv4","ports":[{"name":"p","port":8080}],"endpoints":[{"addresses":["198.51.100.66"]}]}]}`
+	egress := `-A SVCPROXY-POD-EGRESS -m comment --comment "pod egress leaves the pod network through the node address" ` +
+		`-m set --match-set SVCPROXY-POD-CIDRS src -m set ! --match-set SVCPROXY-POD-CIDRS dst -m set ! --match-set SVCPROXY-NO-MASQ dst -j MASQUERADE --random-fully`
+	for _, tc := range []struct {
+		args    []string
+		want    []string
+		notWant []string
+	}{
+		{args: []string{"--cluster-cidr", "198.51.100.0/26,198.51.100.192/26,198.51.100.64/26", "--masquerade-pod-egress", "--no-masquerade-cidrs", "192.0.2.128/25", "--jumps"},
+			want: []string{egress, "-m set ! --match-set SVCPROXY-POD-CIDRS src -j KUBE-MARK-MASQ",
+				`-A POSTROUTING -m comment --comment "svcproxy pod egress masquerade" -j SVCPROXY-POD-EGRESS`}},
+		{args: []string{"--cluster-cidr", "198.51.100.0/24"},
+			want: []string{"! -s 198.51.100.0/24 -j KUBE-MARK-MASQ"}, notWant: []string{"SVCPROXY-POD-EGRESS", "--match-set"}},
+		{args: []string{"--cluster-cidr", "198.51.100.0/24", "--detect-local-mode", "BridgeInterface", "--pod-bridge-interface", "cbr0"},
+			want: []string{"! -i cbr0 -j KUBE-MARK-MASQ"}, notWant: []string{"198.51.100.0/24"}},
+		{args: []string{"--detect-local-mode", "InterfaceNamePrefix", "--pod-interface-name-prefix", "veth"},
+			want: []string{"! -i veth+ -j KUBE-MARK-MASQ"}},
+		{args: []string{"--ip-family", "ipv6", "--cluster-cidr", "2001:db8:1::/48,2001:db8:2::/48,198.51.100.0/24"},
+			want: []string{"-m set ! --match-set SVCPROXY-POD-CIDRS6 src"}},
+	} {
+		args := append([]string{"dump", "-f", "-"}, tc.args...)
+		in := svc
+		if slices.Contains(tc.args, "ipv6") {
+			in = strings.NewReplacer("203.0.113.7", "2001:db8:ffff::7", "198.51.100.66", "2001:db8:2::66", "IPv4", "IPv6").Replace(svc)
+		}
+		code, out, errOut := runMain(t, in, args...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, errOut)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%v: dump lacks %q:\n%s", tc.args, w, out)
+			}
+		}
+		for _, w := range tc.notWant {
+			if strings.Contains(out, w) {
+				t.Errorf("%v: dump has %q:\n%s", tc.args, w, out)
+			}
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--masquerade-pod-egress"}, "--masquerade-pod-egress needs --cluster-cidr"},
+		{[]string{"--detect-local-mode", "BridgeInterface"}, "needs --pod-bridge-interface"},
+		{[]string{"--detect-local-mode", "PodCIDR"}, `--detect-local-mode: "PodCIDR" is not`},
+		{[]string{"--cluster-cidr", "198.51.100.0/24", "--masquerade-pod-egress", "--no-masquerade-cidrs", "192.0.2.300/25"}, `--no-masquerade-cidrs: "192.0.2.300/25" is not a CIDR`},
+	} {
+		code, out, errOut := runMain(t, svc, append([]string{"dump", "-f", "-"}, tc.args...)...)
+		if code != 2 || out != "" || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want 2 and %q", tc.args, code, out, errOut, tc.want)
+		}
 	}
 }

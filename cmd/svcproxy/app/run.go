@@ -126,12 +126,13 @@ func runDaemon(ctx context.Context, cfg options.Config) error {
 	if err != nil {
 		return badInput(err)
 	}
-	builder := &nodeConfigBuilder{cfg: cfg, family: v1.IPv4Protocol, nodeName: nodeName,
-		randomFully: ipt.HasRandomFully(), localAddrs: interfaceAddrs}
+	randomFully := ipt.HasRandomFully()
 	sets := ipset.New()
 	p, err := proxier.New(proxier.Config{
-		IPTables:      ipt,
-		NodeConfig:    builder.build,
+		IPTables: ipt,
+		NodeConfig: func(node *v1.Node) *proxier.NodeConfig {
+			return BuildNodeConfig(cfg, nodeName, node, v1.IPv4Protocol, randomFully)
+		},
 		SyncPeriod:    cfg.SyncPeriod,
 		MinSyncPeriod: cfg.MinSyncPeriod,
 		Health:        health,

@@ -285,6 +285,12 @@ func (c *Config) Validate() error {
 		seenCIDR[p] = true
 	}
 
+	// Pod egress masquerade is defined by the pod network: without it every
+	// destination would count as "outside".
+	if c.MasqueradePodEgress && len(c.ClusterCIDRs) == 0 {
+		add("--masquerade-pod-egress needs the pod network: %s must list at least one CIDR", name("clusterCIDR", "cluster-cidr"))
+	}
+
 	switch c.DetectLocalMode {
 	case "", LocalModeClusterCIDR, LocalModeNodeCIDR:
 	case LocalModeBridgeInterface:

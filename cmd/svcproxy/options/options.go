@@ -147,7 +147,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	file("pod-bridge-interface")
 	fs.StringVar(&c.DetectLocal.InterfaceNamePrefix, "pod-interface-name-prefix", c.DetectLocal.InterfaceNamePrefix, "An interface name prefix. When --detect-local-mode is set to InterfaceNamePrefix, svcproxy will consider traffic to be local if it originates from any interface whose name begins with this prefix.")
 	file("pod-interface-name-prefix")
-	fs.Var(&prefixListValue{p: &c.ClusterCIDRs, what: "clusterCIDR"}, "cluster-cidr", "The CIDR range of the pods in the cluster. (For dual-stack clusters, this can be a comma-separated dual-stack pair of CIDR ranges.) When --detect-local-mode is set to ClusterCIDR, svcproxy will consider traffic to be local if its source IP is in this range.")
+	fs.Var(&prefixListValue{p: &c.ClusterCIDRs, what: "clusterCIDR"}, "cluster-cidr", "The CIDR ranges of the pods in the cluster, comma-separated: one, a dual-stack pair, or (unlike kube-proxy) any number per IP family, matched through the SVCPROXY-POD-CIDRS ipset when a family has several. When --detect-local-mode is set to ClusterCIDR, svcproxy will consider traffic to be local if its source IP is in these ranges; --masquerade-pod-egress uses them as the pod network.")
 	file("cluster-cidr")
 	fs.StringSliceVar(&c.NodePortAddresses, "nodeport-addresses", c.NodePortAddresses, "A list of CIDR ranges that contain valid node IPs, or alternatively, the single string 'primary'. If unset, NodePort connections will be accepted on all local IPs.")
 	file("nodeport-addresses")

@@ -252,6 +252,7 @@ func TestPrecedence(t *testing.T) {
 	p := writeFile(t, `apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 hostnameOverride: from-file
+clusterCIDR: 10.244.0.0/16
 clientConnection: {kubeconfig: /file/kubeconfig}
 iptables: {masqueradeAll: false, syncPeriod: 45s}
 logging: {verbosity: 5, vmodule: [{filePattern: "proxier*", verbosity: 6}]}
@@ -453,6 +454,11 @@ func TestValidate(t *testing.T) {
 		{"three cluster CIDRs", func(c *Config) { c.ClusterCIDRs = prefixes("10.0.0.0/8", "fd00::/48", "192.168.0.0/16") }, nil},
 		{"duplicate cluster CIDR", func(c *Config) { c.ClusterCIDRs = prefixes("10.0.0.0/8", "10.0.0.0/8") },
 			[]string{"clusterCIDR (--cluster-cidr): 10.0.0.0/8 is listed twice"}},
+		{"pod egress without cluster CIDR", func(c *Config) { c.MasqueradePodEgress = true },
+			[]string{"--masquerade-pod-egress needs the pod network: clusterCIDR (--cluster-cidr) must list at least one CIDR"}},
+		{"pod egress with cluster CIDRs", func(c *Config) {
+			c.MasqueradePodEgress, c.ClusterCIDRs, c.NoMasqueradeCIDRs = true, prefixes("10.0.0.0/16", "10.1.0.0/16"), prefixes("192.168.0.0/16")
+		}, nil},
 		{"nodeport primary", func(c *Config) { c.NodePortAddresses = []string{"primary"} }, nil},
 		{"nodeport CIDRs", func(c *Config) { c.NodePortAddresses = []string{"10.0.0.0/8", "fd00::/64"} }, nil},
 		{"nodeport primary and CIDR", func(c *Config) { c.NodePortAddresses = []string{"primary", "10.0.0.0/8"} },
