@@ -39,6 +39,10 @@ type Config struct {
 	// Sets, when set, is called before every apply to bring ipsets that the
 	// rules reference up to date (a rule must never refer to a missing set).
 	Sets func(ctx context.Context, cfg *NodeConfig) error
+	// ServiceHealth, when set, serves the health-check node ports of
+	// externalTrafficPolicy Local load balancers; it is updated after every
+	// successful sync.
+	ServiceHealth ServiceHealthSyncer
 	// Problems, when set, receives objects that cannot be programmed (each
 	// error names the object and field). Default: logged.
 	Problems func(err error)
@@ -266,6 +270,12 @@ func (p *Proxier) syncProxyRules() error {
 	metrics.SyncProxyRulesLastTimestamp.WithLabelValues(family).SetToCurrentTime()
 	if p.cfg.Health != nil {
 		p.cfg.Health.Updated(p.family)
+	}
+	if sh := p.cfg.ServiceHealth; sh != nil {
+		if err := sh.SyncServices(HealthCheckNodePorts(p.snapshot)); err != nil {
+			klog.ErrorS(err, "Failed to open service health checks")
+		}
+		sh.SyncEndpoints(LocalReadyEndpoints(p.snapshot, nodeConf.Topology.NodeName))
 	}
 	klog.V(2).InfoS("Synced proxy rules", "full", full, "changedServices", len(changed), "elapsed", p.clock.Since(start))
 	return nil

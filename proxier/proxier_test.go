@@ -296,3 +296,38 @@ func TestCrossingLargeClusterThresholdForcesFullSync(t *testing.T) {
 		t.Error("large-cluster mode should drop per-endpoint comments")
 	}
 }
+
+type fakeServiceHealth struct {
+	ports  map[types.NamespacedName]uint16
+	counts map[types.NamespacedName]int
+}
+
+func (f *fakeServiceHealth) SyncServices(p map[types.NamespacedName]uint16) error {
+	f.ports = p
+	return nil
+}
+func (f *fakeServiceHealth) SyncEndpoints(c map[types.NamespacedName]int) { f.counts = c }
+
+func TestServiceHealthFollowsSyncs(t *testing.T) {
+	p, _ := newTestProxier(t)
+	sh := &fakeServiceHealth{}
+	p.cfg.ServiceHealth = sh
+	p.OnServicesSynced()
+	p.OnEndpointSlicesSynced()
+	sc := scenarioNamed(t, "external-local")
+	p.OnServiceAdd(sc.services[0])
+	p.OnEndpointSliceAdd(sc.slices[0])
+	mustSync(t, p)
+	lb := types.NamespacedName{Namespace: "demo", Name: "lb"}
+	if sh.ports[lb] != 31040 {
+		t.Fatalf("health check ports = %v, want demo/lb on 31040", sh.ports)
+	}
+	if sh.counts[lb] != 1 {
+		t.Fatalf("local ready endpoints = %v, want 1 for demo/lb (one of two endpoints is on node1)", sh.counts)
+	}
+	p.OnServiceDelete(sc.services[0])
+	mustSync(t, p)
+	if len(sh.ports) != 0 {
+		t.Fatalf("health check still open after the Service was deleted: %v", sh.ports)
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/svcproxy/svcproxy/ipset"
 	"github.com/svcproxy/svcproxy/iptables"
 	"github.com/svcproxy/svcproxy/proxier"
+	"github.com/svcproxy/svcproxy/proxier/healthcheck"
 	"github.com/svcproxy/svcproxy/proxier/healthz"
 	"github.com/svcproxy/svcproxy/proxier/metrics"
 )
@@ -128,8 +129,15 @@ func runDaemon(ctx context.Context, cfg options.Config) error {
 	}
 	randomFully := ipt.HasRandomFully()
 	sets := ipset.New()
+	// Health-check node ports listen where NodePorts do (kube-proxy does the
+	// same): every address, or the --nodeport-addresses ones.
+	proxyHealthy := func() bool { return health == nil || health.IsHealthy() }
+	serviceHealth := healthcheck.NewServiceHealthServer(
+		BuildNodeConfig(cfg, nodeName, nil, v1.IPv4Protocol, randomFully).NodePortAddresses, proxyHealthy, nil)
+	defer serviceHealth.Close()
 	p, err := proxier.New(proxier.Config{
-		IPTables: ipt,
+		ServiceHealth: serviceHealth,
+		IPTables:      ipt,
 		NodeConfig: func(node *v1.Node) *proxier.NodeConfig {
 			return BuildNodeConfig(cfg, nodeName, node, v1.IPv4Protocol, randomFully)
 		},
