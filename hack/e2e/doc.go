@@ -1,0 +1,18 @@
+// Package e2e is svcproxy's end-to-end test tier: the real daemon, built from
+// this module, runs in every node namespace of a hack/lab cluster network and
+// is driven only through a real kube-apiserver (hack/lab control plane).
+// Every assertion is made with real traffic (hack/echoserver backends) or by
+// reading the kernel's rules inside a node namespace.
+//
+// The tests run only with SVCPROXY_E2E=1, as root, with the pinned
+// kube-apiserver built (hack/build-kube-apiserver.sh):
+//
+//	SVCPROXY_E2E=1 go test -count=1 -v ./hack/e2e/
+//
+// One lab (prefix "svpe2", 2 nodes x 3 pods), one control plane and one
+// svcproxy per node are shared by all tests of the package and torn down
+// when the package's tests end (or on SIGINT/SIGTERM). If the test binary
+// dies hard (panic, -timeout), the next run's lab.Up removes the leftovers;
+// so does `hack/lab.sh down --prefix svpe2`. Logs stay in
+// /tmp/svcproxy-lab-svpe2/logs (svcproxy-node<i>.log) and .../cp.
+package e2e

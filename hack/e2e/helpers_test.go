@@ -1,0 +1,435 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	"github.com/svcproxy/svcproxy/hack/lab"
+)
+
+// errStop makes poll give up at once.
+var errStop = errors.New("giving up")
+
+// poll calls check every interval until it returns nil, returns an error
+// wrapping errStop, or limit has passed (at most 1000 attempts).
+func poll(limit, interval time.Duration, check func() error) error {
+	deadline := time.Now().Add(limit)
+	var last error
+	for i := 0; i < 1000; i++ {
+		if last = check(); last == nil {
+			return nil
+		}
+		if errors.Is(last, errStop) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(interval)
+	}
+	return fmt.Errorf("after %s: %w", limit, last)
+}
+
+// httpGet GETs url with a socket inside namespace nsName.
+func httpGet(nsName, url string) (code int, body string, err error) {
+	code, _, body, err = httpGetHeader(nsName, url)
+	return code, body, err
+}
+
+// httpGetHeader is httpGet that also returns the Content-Type.
+func httpGetHeader(nsName, url string) (code int, contentType, body string, err error) {
+	c := &http.Client{
+		Timeout:   3 * time.Second,
+		Transport: &http.Transport{DialContext: lab.DialContextInNetns(nsName), DisableKeepAlives: true},
+	}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, "", "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, resp.Header.Get("Content-Type"), string(b), err
+}
+
+// ---- Kubernetes objects ----------------------------------------------------
+
+// svcSpec describes a test Service: a TCP port "http" 80 -> echoPort, plus
+// optionally a UDP port "dns" 53 -> echoPort, NodePort if nodePort != 0.
+type svcSpec struct {
+	name     string
+	udp      bool
+	nodePort int32
+	local    bool // externalTrafficPolicy: Local (NodePort only)
+	labels   map[string]string
+}
+
+func (s svcSpec) service() *corev1.Service {
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: s.name, Namespace: ns, Labels: s.labels},
+		Spec: corev1.ServiceSpec{
+			Type: corev1.ServiceTypeClusterIP,
+			Ports: []corev1.ServicePort{{
+				Name: "http", Protocol: corev1.ProtocolTCP, Port: 80, TargetPort: intstr.FromInt32(echoPort),
+			}},
+		},
+	}
+	if s.nodePort != 0 {
+		svc.Spec.Type = corev1.ServiceTypeNodePort
+		svc.Spec.Ports[0].NodePort = s.nodePort
+		if s.local {
+			svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+		}
+	}
+	if s.udp {
+		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{
+			Name: "dns", Protocol: corev1.ProtocolUDP, Port: 53, TargetPort: intstr.FromInt32(echoPort),
+		})
+	}
+	return svc
+}
+
+// createService creates the Service (deleted with its slices when t ends)
+// and returns it with its allocated cluster IP. With pods, its
+// EndpointSlice is created first, so that the Service never exists without
+// endpoints (which would REJECT, and use up the node's ICMP rate limit
+// towards the client).
+func (e *env) createService(t *testing.T, s svcSpec, pods ...*lab.Pod) *corev1.Service {
+	t.Helper()
+	t.Cleanup(func() { e.deleteService(t, s.name) })
+	if len(pods) > 0 {
+		e.setEndpoints(t, s.service(), pods...)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	svc, err := e.cs.CoreV1().Services(ns).Create(ctx, s.service(), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create service %s: %v", s.name, err)
+	}
+	t.Logf("service %s/%s: cluster IP %s", ns, s.name, svc.Spec.ClusterIP)
+	return svc
+}
+
+// deleteService deletes the Service and its EndpointSlices (idempotent).
+func (e *env) deleteService(t *testing.T, name string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.cs.CoreV1().Services(ns).Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		t.Errorf("delete service %s: %v", name, err)
+	}
+	err := e.cs.DiscoveryV1().EndpointSlices(ns).DeleteCollection(ctx, metav1.DeleteOptions{},
+		metav1.ListOptions{LabelSelector: discovery.LabelServiceName + "=" + name})
+	if err != nil && !apierrors.IsNotFound(err) {
+		t.Errorf("delete endpoint slices of %s: %v", name, err)
+	}
+}
+
+// endpoint is one slice entry: a pod, ready or not (not ready = neither
+// ready nor serving, not terminating: a pod failing its readiness probe).
+type endpoint struct {
+	pod   *lab.Pod
+	ready bool
+}
+
+// setEndpoints sets the Service's endpoints to pods, all ready.
+func (e *env) setEndpoints(t *testing.T, svc *corev1.Service, pods ...*lab.Pod) {
+	t.Helper()
+	var eps []endpoint
+	for _, p := range pods {
+		eps = append(eps, endpoint{p, true})
+	}
+	e.setSlice(t, svc, eps...)
+}
+
+// setSlice creates or replaces the Service's EndpointSlice (as the
+// EndpointSlice controller would: service-name label, the Service's other
+// labels, one port per Service port, endpoints with their node).
+func (e *env) setSlice(t *testing.T, svc *corev1.Service, eps ...endpoint) {
+	t.Helper()
+	slice := &discovery.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: svc.Name + "-e2e", Namespace: ns,
+			Labels: map[string]string{
+				discovery.LabelServiceName: svc.Name,
+				discovery.LabelManagedBy:   "svpe2-test",
+			},
+		},
+		AddressType: discovery.AddressTypeIPv4,
+		Endpoints:   []discovery.Endpoint{},
+	}
+	for k, v := range svc.Labels {
+		slice.Labels[k] = v
+	}
+	for _, p := range svc.Spec.Ports {
+		slice.Ports = append(slice.Ports, discovery.EndpointPort{
+			Name: ptr.To(p.Name), Protocol: ptr.To(p.Protocol), Port: ptr.To(int32(p.TargetPort.IntValue())),
+		})
+	}
+	var desc []string
+	for _, ep := range eps {
+		slice.Endpoints = append(slice.Endpoints, discovery.Endpoint{
+			Addresses:  []string{ep.pod.IP},
+			Conditions: discovery.EndpointConditions{Ready: ptr.To(ep.ready), Serving: ptr.To(ep.ready), Terminating: ptr.To(false)},
+			NodeName:   ptr.To(ep.pod.Node),
+			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: ep.pod.Name},
+		})
+		d := ep.pod.Name
+		if !ep.ready {
+			d += "(not ready)"
+		}
+		desc = append(desc, d)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	api := e.cs.DiscoveryV1().EndpointSlices(ns)
+	cur, err := api.Get(ctx, slice.Name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		_, err = api.Create(ctx, slice, metav1.CreateOptions{})
+	case err == nil:
+		slice.ResourceVersion = cur.ResourceVersion
+		_, err = api.Update(ctx, slice, metav1.UpdateOptions{})
+	}
+	if err != nil {
+		t.Fatalf("endpoint slice for %s: %v", svc.Name, err)
+	}
+	t.Logf("endpoints of %s: %v", svc.Name, desc)
+}
+
+func podNames(pods []*lab.Pod) []string {
+	var out []string
+	for _, p := range pods {
+		out = append(out, p.Name)
+	}
+	return out
+}
+
+// ---- traffic ---------------------------------------------------------------
+
+// target is where a probe goes.
+type target struct {
+	from  string // namespace
+	proto string
+	addr  string
+	port  int
+}
+
+func (g target) String() string {
+	return fmt.Sprintf("%s %s:%d from %s", g.proto, g.addr, g.port, g.from)
+}
+
+func (g target) probe(timeout time.Duration) (lab.ProbeResult, error) {
+	return lab.ProbeWith(lab.ProbeSpec{NS: g.from, Proto: g.proto, Addr: g.addr, Port: g.port, Timeout: timeout})
+}
+
+// reachAll probes g until every backend in want has answered (bounded by
+// converge and 1000 requests). Failed probes are tolerated while the rules
+// converge; an answer from a backend outside want fails the test at once.
+// It returns the client IPs the backends saw.
+func reachAll(t *testing.T, g target, want ...string) map[string]bool {
+	t.Helper()
+	return reachAllWithin(t, converge, g, want...)
+}
+
+// reachAllWithin is reachAll with another time limit.
+func reachAllWithin(t *testing.T, limit time.Duration, g target, want ...string) map[string]bool {
+	t.Helper()
+	start := time.Now()
+	seen := map[string]int{}
+	clients := map[string]bool{}
+	var lastErr error
+	deadline := start.Add(limit)
+	for i := 0; i < 1000 && time.Now().Before(deadline); i++ {
+		// Short: a SYN sent before the rules exist is not DNATed, and
+		// neither are its retransmits (same conntrack entry).
+		r, err := g.probe(500 * time.Millisecond)
+		if err != nil {
+			lastErr = err
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		if !slices.Contains(want, r.Backend) {
+			t.Fatalf("%s: answered by %q, want only %v", g, r.Backend, want)
+		}
+		seen[r.Backend]++
+		clients[r.ClientIP()] = true
+		if len(seen) == len(want) {
+			t.Logf("%s: all of %v answered after %d requests, %s (client seen as %v)", g, want, i+1, time.Since(start).Round(time.Millisecond), keys(clients))
+			return clients
+		}
+	}
+	t.Fatalf("%s: only %v of %v answered within %s (last error: %v)", g, seen, want, limit, lastErr)
+	return nil
+}
+
+// hits sends n requests, each of which must be answered, and counts the
+// answers by backend.
+func hits(t *testing.T, g target, n int) (byBackend map[string]int, clients map[string]bool) {
+	t.Helper()
+	byBackend, clients = map[string]int{}, map[string]bool{}
+	for i := 0; i < n; i++ {
+		r, err := g.probe(2 * time.Second)
+		if err != nil {
+			t.Fatalf("%s: request %d/%d: %v", g, i+1, n, err)
+		}
+		byBackend[r.Backend]++
+		clients[r.ClientIP()] = true
+	}
+	return byBackend, clients
+}
+
+// unanswered checks that g gets no answer from any backend; it returns the
+// probe error.
+func unanswered(t *testing.T, g target, timeout time.Duration) error {
+	t.Helper()
+	r, err := g.probe(timeout)
+	if err == nil {
+		t.Fatalf("%s: answered by %s, want no answer", g, r.Backend)
+	}
+	return err
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ---- rules -----------------------------------------------------------------
+
+var (
+	svcChainRE  = regexp.MustCompile(`KUBE-(SVC|SVL|SEP|EXT|FW)-[A-Z0-9]{16}`)
+	dnatDestRE  = regexp.MustCompile(`--to-destination (\S+)`)
+	ruleChainRE = regexp.MustCompile(`^-A (\S+) `)
+)
+
+// svcKey is how rule comments name a Service ("e2e/name:" + port name).
+func svcKey(name string) string { return ns + "/" + name + ":" }
+
+// serviceChains returns the per-service chains (KUBE-SVC/SVL/SEP/EXT/FW) of
+// Service name in iptables-save text: chains named or jumped to by the
+// rules whose comment names the Service.
+func serviceChains(save, name string) map[string]bool {
+	out := map[string]bool{}
+	for _, line := range strings.Split(save, "\n") {
+		if strings.Contains(line, svcKey(name)) {
+			for _, c := range svcChainRE.FindAllString(line, -1) {
+				out[c] = true
+			}
+		}
+	}
+	return out
+}
+
+// dnatTargets returns the DNAT destinations programmed for Service name.
+func dnatTargets(save, name string) map[string]bool {
+	out := map[string]bool{}
+	for _, line := range strings.Split(save, "\n") {
+		if !strings.Contains(line, svcKey(name)) {
+			continue
+		}
+		if m := dnatDestRE.FindStringSubmatch(line); m != nil {
+			out[m[1]] = true
+		}
+	}
+	return out
+}
+
+var jumpRE = regexp.MustCompile(`-[jg] (KUBE-\S+)`)
+
+// orphanChains returns the per-service chains (KUBE-SVC/SVL/SEP/EXT/FW)
+// declared in save that no rule jumps to: stale chains a sync should have
+// deleted.
+func orphanChains(save string) []string {
+	declared, referenced := map[string]bool{}, map[string]bool{}
+	for _, line := range strings.Split(save, "\n") {
+		switch {
+		case strings.HasPrefix(line, ":"):
+			if name, _, _ := strings.Cut(line[1:], " "); svcChainRE.MatchString(name) {
+				declared[name] = true
+			}
+		case strings.HasPrefix(line, "-A "):
+			for _, m := range jumpRE.FindAllStringSubmatch(line, -1) {
+				referenced[m[1]] = true
+			}
+		}
+	}
+	var out []string
+	for c := range declared {
+		if !referenced[c] {
+			out = append(out, c)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// linesMentioning returns the lines of save containing any of words.
+func linesMentioning(save string, words ...string) []string {
+	var out []string
+	for _, line := range strings.Split(save, "\n") {
+		for _, w := range words {
+			if strings.Contains(line, w) {
+				out = append(out, line)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// chainRules returns the rules ("-A chain ...") of chain.
+func chainRules(save, chain string) []string {
+	var out []string
+	for _, line := range strings.Split(save, "\n") {
+		if m := ruleChainRE.FindStringSubmatch(line); m != nil && m[1] == chain {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// waitRules polls both nodes' nat tables until check passes for each.
+func (e *env) waitRules(t *testing.T, what string, check func(nat string) error) {
+	t.Helper()
+	e.waitTable(t, "nat", what, check)
+}
+
+// waitTable polls both nodes' table until check passes for each.
+func (e *env) waitTable(t *testing.T, table, what string, check func(save string) error) {
+	t.Helper()
+	for _, n := range e.lab.Nodes {
+		e.waitNodeTable(t, &n, table, what, check)
+	}
+}
+
+// waitNodeTable polls node n's table until check passes (bounded by converge).
+func (e *env) waitNodeTable(t *testing.T, n *lab.Node, table, what string, check func(save string) error) {
+	t.Helper()
+	err := poll(converge, 100*time.Millisecond, func() error {
+		save, err := e.save(n.NS, table)
+		if err != nil {
+			return err
+		}
+		return check(save)
+	})
+	if err != nil {
+		t.Fatalf("%s on %s: %v", what, n.Name, err)
+	}
+}
