@@ -25,10 +25,10 @@ func EnsureCanaries(ctx context.Context, ipt iptables.Interface) error {
 }
 
 // CanariesPresent reports whether every canary chain still exists and the
-// nat table still jumps into KUBE-SERVICES. The second check catches a plain
-// "iptables -t nat -F", which empties chains but deletes none. (Checking
-// with EnsureRule puts a missing jump back at once, which is harmless: a
-// full sync follows.)
+// nat and filter tables still jump into KUBE-SERVICES. The jump check
+// catches a plain "iptables -t nat -F" (or -t filter), which empties chains
+// but deletes none. (Checking with EnsureRule puts a missing jump back at
+// once, which is harmless: a full sync follows.)
 func CanariesPresent(ctx context.Context, ipt iptables.Interface) (bool, error) {
 	for _, t := range canaryTables {
 		ok, err := ipt.ChainExists(ctx, t, ChainProxyCanary)
@@ -37,13 +37,14 @@ func CanariesPresent(ctx context.Context, ipt iptables.Interface) (bool, error) 
 		}
 	}
 	for _, j := range Jumps() {
-		if j.Table != string(iptables.TableNAT) || j.To != ChainServices {
+		if j.To != ChainServices {
 			continue
 		}
-		if ok, err := ipt.ChainExists(ctx, iptables.TableNAT, ChainServices); err != nil || !ok {
+		table := iptables.Table(j.Table)
+		if ok, err := ipt.ChainExists(ctx, table, ChainServices); err != nil || !ok {
 			return false, err
 		}
-		existed, err := ipt.EnsureRule(ctx, iptables.Prepend, iptables.TableNAT, j.From, j.Args...)
+		existed, err := ipt.EnsureRule(ctx, iptables.Prepend, table, j.From, j.Args...)
 		if err != nil || !existed {
 			return false, err
 		}

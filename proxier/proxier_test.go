@@ -252,6 +252,22 @@ func TestCanaryDetectsFlush(t *testing.T) {
 	if ok, _ := CanariesPresent(ctx, ipt); ok {
 		t.Fatal("flush of the nat built-in chains not detected")
 	}
+
+	// Likewise for the filter table, after the full sync's EnsureJumps.
+	if err := EnsureJumps(ctx, ipt, testNodeConfig()); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := CanariesPresent(ctx, ipt); !ok {
+		t.Fatal("canaries missing after the jumps were ensured again")
+	}
+	for _, chain := range []string{"FORWARD", "OUTPUT", "INPUT"} {
+		if err := ipt.FlushChain(ctx, iptables.TableFilter, chain); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ok, _ := CanariesPresent(ctx, ipt); ok {
+		t.Fatal("flush of the filter built-in chains not detected")
+	}
 }
 
 var _ = discovery.AddressTypeIPv4
