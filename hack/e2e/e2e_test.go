@@ -512,6 +512,56 @@ func TestNatFlushIsRepaired(t *testing.T) {
 	}
 }
 
+// TestFilterFlushIsRepaired: "iptables -t filter -F" takes the REJECT rule
+// of a Service without endpoints with it; svcproxy notices the missing jump
+// into KUBE-SERVICES and puts everything back within one sync period. The
+// rule is watched in iptables-save rather than by repeated probes, because
+// the kernel rate-limits the ICMP errors a REJECT sends.
+func TestFilterFlushIsRepaired(t *testing.T) {
+	e := setup(t)
+	l := e.lab
+	n := l.Node(1)
+	svc := e.createService(t, svcSpec{name: "ffempty"})
+	e.setEndpoints(t, svc)
+	hasReject := func(filter string) error {
+		if len(linesMentioning(filter, svcKey("ffempty"))) == 0 {
+			return fmt.Errorf("no REJECT rule for %s", svcKey("ffempty"))
+		}
+		return nil
+	}
+	e.waitTable(t, "filter", "REJECT rule for ffempty", hasReject)
+
+	start := time.Now()
+	if out, err := lab.Exec(context.Background(), n.NS, "iptables", "-t", "filter", "-F"); err != nil {
+		t.Fatalf("flush: %v: %s", err, out)
+	}
+	var repaired time.Duration
+	err := poll(converge, 50*time.Millisecond, func() error {
+		filter, err := e.save(n.NS, "filter")
+		if err != nil {
+			return err
+		}
+		if err := hasReject(filter); err != nil {
+			return err
+		}
+		if !strings.Contains(filter, "-j KUBE-SERVICES") {
+			return fmt.Errorf("filter jumps into KUBE-SERVICES not restored")
+		}
+		repaired = time.Since(start)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("filter table not repaired: %v", err)
+	}
+	t.Logf("filter rules back %s after the flush", repaired.Round(time.Millisecond))
+	if repaired > syncPeriod {
+		t.Errorf("repair took %s, want within one sync period (%s)", repaired.Round(time.Millisecond), syncPeriod)
+	}
+	if _, err := (target{l.Pod(1, 3).NS, "tcp", svc.Spec.ClusterIP, 80}).probe(3 * time.Second); !lab.IsRefused(err) {
+		t.Fatalf("after repair the empty service answers %v, want connection refused", err)
+	}
+}
+
 // TestAPIServerRestart: with kube-apiserver killed (-9), existing rules keep
 // working across more than a sync period; once it is back, svcproxy's
 // informers catch up and a Service created then is programmed.
