@@ -99,6 +99,12 @@ func (r *runner) Save(ctx context.Context, table Table) ([]byte, error) {
 func (r *runner) ChainExists(ctx context.Context, table Table, chain string) (bool, error) {
 	// -S CHAIN 1 prints at most one rule, so this stays cheap for long chains.
 	_, err := r.run(ctx, table, "-S", chain, "1")
+	return presence(err)
+}
+
+// presence reads a check command's result: exit 0 means present, exit 1
+// absent; anything else is a failure.
+func presence(err error) (bool, error) {
 	switch exitCode(err) {
 	case 0:
 		return true, nil
@@ -136,14 +142,7 @@ func (r *runner) EnsureRule(ctx context.Context, position Position, table Table,
 // ruleExists runs -C: exit 0 means present, 1 means absent (or no chain).
 func (r *runner) ruleExists(ctx context.Context, table Table, chain string, args []string) (bool, error) {
 	_, err := r.run(ctx, table, append([]string{"-C", chain}, args...)...)
-	switch exitCode(err) {
-	case 0:
-		return true, nil
-	case 1:
-		return false, nil
-	default:
-		return false, err
-	}
+	return presence(err)
 }
 
 func (r *runner) DeleteRule(ctx context.Context, table Table, chain string, args ...string) error {

@@ -30,6 +30,14 @@ func newTestProxier(t *testing.T) (*Proxier, *iptables.Fake) {
 	return p, ipt
 }
 
+// syncedWithWeb returns a proxier whose informers have listed, after a first
+// sync that programmed demo/web.
+func syncedWithWeb(t *testing.T) (*Proxier, *iptables.Fake) {
+	t.Helper()
+	p, ipt := syncedWithWeb(t)
+	return p, ipt
+}
+
 func mustSync(t *testing.T, p *Proxier) {
 	t.Helper()
 	if err := p.syncProxyRules(); err != nil {
@@ -57,12 +65,7 @@ func TestNoRulesBeforeInformersSynced(t *testing.T) {
 }
 
 func TestFirstSyncIsFullAndEnsuresJumps(t *testing.T) {
-	p, ipt := newTestProxier(t)
-	p.OnServicesSynced()
-	p.OnEndpointSlicesSynced()
-	p.OnServiceAdd(webService)
-	p.OnEndpointSliceAdd(webSlice)
-	mustSync(t, p)
+	_, ipt := syncedWithWeb(t)
 
 	for _, j := range Jumps() {
 		chain := ipt.Dump().Chain(iptables.Table(j.Table), j.From)
@@ -119,12 +122,7 @@ func TestPartialSyncWritesOnlyChangedServices(t *testing.T) {
 }
 
 func TestDeletedServiceChainsAreRemoved(t *testing.T) {
-	p, ipt := newTestProxier(t)
-	p.OnServicesSynced()
-	p.OnEndpointSlicesSynced()
-	p.OnServiceAdd(webService)
-	p.OnEndpointSliceAdd(webSlice)
-	mustSync(t, p)
+	p, ipt := syncedWithWeb(t)
 	p.OnServiceDelete(webService)
 	p.OnEndpointSliceDelete(webSlice)
 	mustSync(t, p)
@@ -170,12 +168,7 @@ func TestChangeAndRevertIsNotAChange(t *testing.T) {
 }
 
 func TestRestoreFailureKeepsOldRulesAndForcesFullSync(t *testing.T) {
-	p, ipt := newTestProxier(t)
-	p.OnServicesSynced()
-	p.OnEndpointSlicesSynced()
-	p.OnServiceAdd(webService)
-	p.OnEndpointSliceAdd(webSlice)
-	mustSync(t, p)
+	p, ipt := syncedWithWeb(t)
 	before := ipt.Dump()
 
 	scaled := webSlice.DeepCopy()
@@ -289,12 +282,7 @@ func TestJumpArgsAreUnquoted(t *testing.T) {
 }
 
 func TestCrossingLargeClusterThresholdForcesFullSync(t *testing.T) {
-	p, ipt := newTestProxier(t)
-	p.OnServicesSynced()
-	p.OnEndpointSlicesSynced()
-	p.OnServiceAdd(webService)
-	p.OnEndpointSliceAdd(webSlice)
-	mustSync(t, p)
+	p, ipt := syncedWithWeb(t)
 
 	big := service("demo", "big", "203.0.113.60", port("http", v1.ProtocolTCP, 80))
 	var eps []discovery.Endpoint
