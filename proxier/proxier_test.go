@@ -34,7 +34,12 @@ func newTestProxier(t *testing.T) (*Proxier, *iptables.Fake) {
 // sync that programmed demo/web.
 func syncedWithWeb(t *testing.T) (*Proxier, *iptables.Fake) {
 	t.Helper()
-	p, ipt := syncedWithWeb(t)
+	p, ipt := newTestProxier(t)
+	p.OnServicesSynced()
+	p.OnEndpointSlicesSynced()
+	p.OnServiceAdd(webService)
+	p.OnEndpointSliceAdd(webSlice)
+	mustSync(t, p)
 	return p, ipt
 }
 
