@@ -43,6 +43,9 @@ type Config struct {
 	// externalTrafficPolicy Local load balancers; it is updated after every
 	// successful sync.
 	ServiceHealth ServiceHealthSyncer
+	// Conntrack, when set, deletes UDP flows stuck on endpoints that are gone
+	// after every successful sync that changed a service.
+	Conntrack ConntrackCleaner
 	// Problems, when set, receives objects that cannot be programmed (each
 	// error names the object and field). Default: logged.
 	Problems func(err error)
@@ -271,6 +274,9 @@ func (p *Proxier) syncProxyRules() error {
 	if p.cfg.Health != nil {
 		p.cfg.Health.Updated(p.family)
 	}
+	if p.cfg.Conntrack != nil && (full || len(changed) > 0) {
+		p.cleanStaleUDPFlows()
+	}
 	if sh := p.cfg.ServiceHealth; sh != nil {
 		if err := sh.SyncServices(HealthCheckNodePorts(p.snapshot)); err != nil {
 			klog.ErrorS(err, "Failed to open service health checks")
@@ -306,4 +312,25 @@ func (p *Proxier) apply(ctx context.Context, nodeConf *NodeConfig, full bool, ch
 	metrics.SyncProxyRulesNoLocalEndpointsTotal.WithLabelValues("internal", family).Set(float64(rendered.NoLocalEndpointsInternal))
 	metrics.SyncProxyRulesNoLocalEndpointsTotal.WithLabelValues("external", family).Set(float64(rendered.NoLocalEndpointsExternal))
 	return nil
+}
+
+// cleanStaleUDPFlows deletes UDP conntrack entries that still point at
+// endpoints the rules no longer use. Failures are logged: the next change
+// tries again.
+func (p *Proxier) cleanStaleUDPFlows() {
+	start := p.clock.Now()
+	family := string(p.family)
+	flows, err := p.cfg.Conntrack.ListUDP()
+	if err != nil {
+		klog.ErrorS(err, "Failed to list conntrack entries; stale UDP flows stay")
+		return
+	}
+	stale := StaleUDPFlows(p.snapshot, flows)
+	deleted, err := p.cfg.Conntrack.Delete(stale)
+	if err != nil {
+		klog.ErrorS(err, "Failed to delete stale UDP conntrack entries", "deleted", deleted, "stale", len(stale))
+	}
+	metrics.ReconcileConntrackFlowsLatency.WithLabelValues(family).Observe(metrics.SinceInSeconds(start))
+	metrics.ReconcileConntrackFlowsDeletedEntriesTotal.WithLabelValues(family).Add(float64(deleted))
+	klog.V(4).InfoS("Reconciled UDP conntrack entries", "listed", len(flows), "deleted", deleted)
 }

@@ -718,3 +718,46 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Errorf("after restart: answers %v, want n1-p1 and n2-p2 only", got)
 	}
 }
+
+// TestStaleUDPFlowMovesAfterEndpointRemoval: a UDP client that keeps its
+// source port keeps its conntrack entry. When its endpoint is removed
+// through the API, svcproxy deletes the stale entry after the sync, so the
+// same flow is answered by a remaining endpoint instead of the removed one
+// (whose server is still running, so a stale flow would still get answers).
+func TestStaleUDPFlowMovesAfterEndpointRemoval(t *testing.T) {
+	e := setup(t)
+	l := e.lab
+	svc := e.createService(t, svcSpec{name: "udpflow", udp: true}, l.Pod(1, 1), l.Pod(2, 1))
+	client := l.Pod(1, 3)
+	reachAll(t, target{client.NS, "udp", svc.Spec.ClusterIP, 53}, "n1-p1", "n2-p1")
+
+	pinned := func() string {
+		t.Helper()
+		r, err := lab.ProbeWith(lab.ProbeSpec{NS: client.NS, Proto: "udp", Addr: svc.Spec.ClusterIP, Port: 53, SourcePort: 40153, Timeout: 2 * time.Second})
+		if err != nil {
+			t.Fatalf("udp probe from %s:40153: %v", client.IP, err)
+		}
+		return r.Backend
+	}
+	first := pinned()
+	keep := map[string]*lab.Pod{"n1-p1": l.Pod(2, 1), "n2-p1": l.Pod(1, 1)}[first]
+	if keep == nil {
+		t.Fatalf("answered by %q, not one of the service's pods", first)
+	}
+	e.setEndpoints(t, svc, keep)
+
+	err := poll(converge, 100*time.Millisecond, func() error {
+		if got := pinned(); got != keep.Name {
+			return fmt.Errorf("flow from source port 40153 still answered by %s", got)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("stale UDP flow never moved off the removed endpoint: %v", err)
+	}
+	for i := 0; i < 5; i++ {
+		if got := pinned(); got != keep.Name {
+			t.Fatalf("flow went back to %s", got)
+		}
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/svcproxy/svcproxy/ipset"
 	"github.com/svcproxy/svcproxy/iptables"
 	"github.com/svcproxy/svcproxy/proxier"
+	"github.com/svcproxy/svcproxy/proxier/conntrack"
 	"github.com/svcproxy/svcproxy/proxier/healthcheck"
 	"github.com/svcproxy/svcproxy/proxier/healthz"
 	"github.com/svcproxy/svcproxy/proxier/metrics"
@@ -137,6 +138,7 @@ func runDaemon(ctx context.Context, cfg options.Config) error {
 	defer serviceHealth.Close()
 	p, err := proxier.New(proxier.Config{
 		ServiceHealth: serviceHealth,
+		Conntrack:     conntrack.Netlink{Family: v1.IPv4Protocol},
 		IPTables:      ipt,
 		NodeConfig: func(node *v1.Node) *proxier.NodeConfig {
 			return BuildNodeConfig(cfg, nodeName, node, v1.IPv4Protocol, randomFully)
