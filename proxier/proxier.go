@@ -142,6 +142,9 @@ func (p *Proxier) queued() {
 	if p.cfg.Health != nil {
 		p.cfg.Health.QueueUpdated(p.family)
 	}
+	_, pending := p.tracker.Counts()
+	metrics.ServiceChangesPending.Set(float64(pending.ServiceChanges))
+	metrics.EndpointChangesPending.Set(float64(pending.EndpointChanges))
 	metrics.SyncProxyRulesLastQueuedTimestamp.WithLabelValues(string(p.family)).SetToCurrentTime()
 	p.Sync()
 }

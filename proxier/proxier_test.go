@@ -340,3 +340,21 @@ func TestServiceHealthFollowsSyncs(t *testing.T) {
 		t.Fatalf("health check still open after the Service was deleted: %v", sh.ports)
 	}
 }
+
+func TestPendingChangeCounts(t *testing.T) {
+	p, _ := newTestProxier(t)
+	p.OnServiceAdd(webService)
+	p.OnEndpointSliceAdd(webSlice)
+	scaled := webSlice.DeepCopy()
+	scaled.Endpoints = scaled.Endpoints[:1]
+	p.OnEndpointSliceUpdate(webSlice, scaled)
+	total, pending := p.tracker.Counts()
+	if pending.ServiceChanges != 1 || pending.EndpointChanges != 2 {
+		t.Fatalf("pending = %+v, want 1 service and 2 endpoint changes", pending)
+	}
+	p.tracker.Update(p.snapshot)
+	total2, pending := p.tracker.Counts()
+	if pending != (ChangeCounts{}) || total2 != total {
+		t.Fatalf("after Update: pending %+v (want zero), total %+v (want %+v)", pending, total2, total)
+	}
+}

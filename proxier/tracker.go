@@ -29,6 +29,8 @@ type ChangeTracker struct {
 	// programming latency metric.
 	triggers []time.Time
 	counts   ChangeCounts
+	// pending counts changes since the last Update, for the *_pending metrics.
+	pending ChangeCounts
 }
 
 // ChangeCounts are totals since start, for metrics.
@@ -62,6 +64,7 @@ func (t *ChangeTracker) ServiceChanged(key types.NamespacedName, svc *v1.Service
 		return false
 	}
 	t.counts.ServiceChanges++
+	t.pending.ServiceChanges++
 	t.markDirty(key, now)
 	return true
 }
@@ -101,6 +104,7 @@ func (t *ChangeTracker) EndpointSliceChanged(slice *discovery.EndpointSlice, del
 		}
 	}
 	t.counts.EndpointChanges++
+	t.pending.EndpointChanges++
 	t.markDirty(key, now)
 	return true
 }
@@ -119,11 +123,12 @@ func (t *ChangeTracker) Pending() (services int, since time.Time) {
 	return len(t.dirty), t.queuedAt
 }
 
-// Counts returns change totals since start.
-func (t *ChangeTracker) Counts() ChangeCounts {
+// Counts returns change totals since start, and the changes not yet taken
+// by Update.
+func (t *ChangeTracker) Counts() (total, pending ChangeCounts) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.counts
+	return t.counts, t.pending
 }
 
 // Update brings snap up to date with every change recorded since the last
@@ -136,6 +141,7 @@ func (t *ChangeTracker) Update(snap *Snapshot) (changed map[types.NamespacedName
 	dirty := t.dirty
 	t.dirty = map[types.NamespacedName]bool{}
 	t.queuedAt = time.Time{}
+	t.pending = ChangeCounts{}
 	triggers, t.triggers = t.triggers, nil
 	services := make(map[types.NamespacedName]*v1.Service, len(dirty))
 	slicesBySvc := make(map[types.NamespacedName][]*discovery.EndpointSlice, len(dirty))
