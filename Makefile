@@ -6,7 +6,7 @@ EXAMPLES := manifests/examples
 # Bound the whole suite: CI has 90 minutes, we aim for well under 30.
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build deps kube-apiserver dump demo test test-unit test-e2e vet fmt-check bench clean
+.PHONY: all build deps kube-apiserver dump demo test test-unit test-e2e vet fmt-check clean
 
 all: build
 
@@ -47,9 +47,6 @@ test-unit:
 
 test-e2e: deps build kube-apiserver
 	SVCPROXY_E2E=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./hack/e2e/...
-
-bench:
-	bash hack/bench.sh
 
 clean:
 	rm -rf bin _output
