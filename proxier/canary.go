@@ -4,8 +4,6 @@ import (
 	"context"
 	"time"
 
-	"k8s.io/klog/v2"
-
 	"github.com/svcproxy/svcproxy/iptables"
 )
 
@@ -63,7 +61,7 @@ func (p *Proxier) canaryInterval() time.Duration {
 func (p *Proxier) watchCanary(ctx context.Context) {
 	ipt := p.cfg.IPTables
 	if err := EnsureCanaries(ctx, ipt); err != nil {
-		klog.ErrorS(err, "Failed to create canary chains; table flushes will be noticed only at periodic full syncs")
+		p.log.Error(err, "Failed to create canary chains; table flushes will be noticed only at periodic full syncs")
 	}
 	for {
 		select {
@@ -74,13 +72,13 @@ func (p *Proxier) watchCanary(ctx context.Context) {
 		checkCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		present, err := CanariesPresent(checkCtx, ipt)
 		if err == nil && !present {
-			klog.InfoS("Canary chain missing: iptables was flushed; forcing a full resync")
+			p.log.Info("Canary chain missing: iptables was flushed; forcing a full resync")
 			p.requestFullSync()
 			err = EnsureCanaries(checkCtx, ipt)
 		}
 		cancel()
 		if err != nil {
-			klog.ErrorS(err, "Canary check failed")
+			p.log.Error(err, "Canary check failed")
 		}
 	}
 }

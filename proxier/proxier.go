@@ -79,6 +79,8 @@ type Proxier struct {
 	tracker *ChangeTracker
 	runner  *runner.Runner
 	clock   clock.Clock
+	// log carries ipFamily, so dual-stack logs tell the two proxiers apart.
+	log klog.Logger
 
 	servicesSynced, slicesSynced atomic.Bool
 	// fullRequested is set by the canary watcher for the sync goroutine.
@@ -110,6 +112,7 @@ func New(cfg Config) (*Proxier, error) {
 	p := &Proxier{
 		cfg:          cfg,
 		family:       nodeConf.Family,
+		log:          klog.Background().WithValues("ipFamily", nodeConf.Family),
 		tracker:      NewChangeTracker(nodeConf.Family),
 		clock:        cfg.Clock,
 		nodeConf:     nodeConf,
@@ -209,7 +212,7 @@ func (p *Proxier) OnNodeChange(node *v1.Node) {
 	}
 	p.nodeMu.Unlock()
 	if changed {
-		klog.InfoS("Node configuration changed; resyncing all rules", "node", node.Name)
+		p.log.Info("Node configuration changed; resyncing all rules", "node", node.Name)
 		p.queued()
 	}
 }
@@ -228,7 +231,7 @@ func keyOf(ns, name string) types.NamespacedName {
 // next sync a full one, because the change tracker has already been drained.
 func (p *Proxier) syncProxyRules() error {
 	if !p.servicesSynced.Load() || !p.slicesSynced.Load() {
-		klog.V(2).InfoS("Not syncing until Services and EndpointSlices have been listed")
+		p.log.V(2).Info("Not syncing until Services and EndpointSlices have been listed")
 		return nil
 	}
 	start := p.clock.Now()
@@ -282,11 +285,11 @@ func (p *Proxier) syncProxyRules() error {
 	}
 	if sh := p.cfg.ServiceHealth; sh != nil {
 		if err := sh.SyncServices(HealthCheckNodePorts(p.snapshot)); err != nil {
-			klog.ErrorS(err, "Failed to open service health checks")
+			p.log.Error(err, "Failed to open service health checks")
 		}
 		sh.SyncEndpoints(LocalReadyEndpoints(p.snapshot, nodeConf.Topology.NodeName))
 	}
-	klog.V(2).InfoS("Synced proxy rules", "full", full, "changedServices", len(changed), "elapsed", p.clock.Since(start))
+	p.log.V(2).Info("Synced proxy rules", "full", full, "changedServices", len(changed), "elapsed", p.clock.Since(start))
 	return nil
 }
 
@@ -294,7 +297,7 @@ func (p *Proxier) apply(ctx context.Context, nodeConf *NodeConfig, full bool, ch
 	family := string(p.family)
 	if p.cfg.Sets != nil {
 		if err := p.cfg.Sets(ctx, nodeConf); err != nil {
-			klog.ErrorS(err, "Failed to sync ipsets; rules not written this time")
+			p.log.Error(err, "Failed to sync ipsets; rules not written this time")
 			return fmt.Errorf("ipsets: %w", err)
 		}
 	}
@@ -302,9 +305,9 @@ func (p *Proxier) apply(ctx context.Context, nodeConf *NodeConfig, full bool, ch
 	if err != nil {
 		var re *iptables.RestoreError
 		if errors.As(err, &re) {
-			klog.ErrorS(err, "Failed to execute iptables-restore", "line", re.Line, "rules", re.Lines)
+			p.log.Error(err, "Failed to execute iptables-restore", "line", re.Line, "rules", re.Lines)
 		} else {
-			klog.ErrorS(err, "Failed to sync proxy rules", "full", full)
+			p.log.Error(err, "Failed to sync proxy rules", "full", full)
 		}
 		return err
 	}
@@ -325,15 +328,15 @@ func (p *Proxier) cleanStaleUDPFlows() {
 	family := string(p.family)
 	flows, err := p.cfg.Conntrack.ListUDP()
 	if err != nil {
-		klog.ErrorS(err, "Failed to list conntrack entries; stale UDP flows stay")
+		p.log.Error(err, "Failed to list conntrack entries; stale UDP flows stay")
 		return
 	}
 	stale := StaleUDPFlows(p.snapshot, flows)
 	deleted, err := p.cfg.Conntrack.Delete(stale)
 	if err != nil {
-		klog.ErrorS(err, "Failed to delete stale UDP conntrack entries", "deleted", deleted, "stale", len(stale))
+		p.log.Error(err, "Failed to delete stale UDP conntrack entries", "deleted", deleted, "stale", len(stale))
 	}
 	metrics.ReconcileConntrackFlowsLatency.WithLabelValues(family).Observe(metrics.SinceInSeconds(start))
 	metrics.ReconcileConntrackFlowsDeletedEntriesTotal.WithLabelValues(family).Add(float64(deleted))
-	klog.V(4).InfoS("Reconciled UDP conntrack entries", "listed", len(flows), "deleted", deleted)
+	p.log.V(4).Info("Reconciled UDP conntrack entries", "listed", len(flows), "deleted", deleted)
 }

@@ -76,8 +76,8 @@ func DialContextInNetns(ns string) func(ctx context.Context, network, addr strin
 // ProbeSpec describes one echo request.
 type ProbeSpec struct {
 	NS       string        // namespace to send from ("" = current)
-	Proto    string        // "tcp" or "udp"
-	Addr     string        // destination IP
+	Proto    string        // "tcp" or "udp" (family from Addr), or "tcp4", "tcp6", "udp4", "udp6"
+	Addr     string        // destination IP (IPv4 or IPv6)
 	Port     int           // destination port
 	Timeout  time.Duration // total budget (default 2s)
 	SourceIP string        // optional local address to bind
@@ -120,9 +120,9 @@ func ProbeWith(s ProbeSpec) (ProbeResult, error) {
 	var err error
 	nsErr := InNetns(s.NS, func() error {
 		switch strings.ToLower(s.Proto) {
-		case "tcp", "tcp4", "":
+		case "tcp", "tcp4", "tcp6", "":
 			res, err = probeTCP(s, dst)
-		case "udp", "udp4":
+		case "udp", "udp4", "udp6":
 			res, err = probeUDP(s, dst)
 		default:
 			err = fmt.Errorf("lab: unknown protocol %q", s.Proto)
@@ -142,6 +142,19 @@ func ProbeWith(s ProbeSpec) (ProbeResult, error) {
 	return res, nil
 }
 
+// network is "tcp4"/"udp4" or "tcp6"/"udp6": the family of s.Addr (IPv4
+// unless it is an IPv6 address), or the one s.Proto names.
+func network(s ProbeSpec, base string) string {
+	p := strings.ToLower(s.Proto)
+	if strings.HasSuffix(p, "4") || strings.HasSuffix(p, "6") {
+		return base + p[len(p)-1:]
+	}
+	if ip := net.ParseIP(s.Addr); ip != nil && ip.To4() == nil {
+		return base + "6"
+	}
+	return base + "4"
+}
+
 func localAddr(s ProbeSpec, udp bool) net.Addr {
 	if s.SourceIP == "" && s.SourcePort == 0 {
 		return nil
@@ -156,7 +169,7 @@ func localAddr(s ProbeSpec, udp bool) net.Addr {
 func probeTCP(s ProbeSpec, dst string) (ProbeResult, error) {
 	deadline := time.Now().Add(s.Timeout)
 	d := net.Dialer{Deadline: deadline, LocalAddr: localAddr(s, false)}
-	c, err := d.Dial("tcp4", dst)
+	c, err := d.Dial(network(s, "tcp"), dst)
 	if err != nil {
 		return ProbeResult{}, classify(err)
 	}
@@ -175,7 +188,8 @@ func probeTCP(s ProbeSpec, dst string) (ProbeResult, error) {
 }
 
 func probeUDP(s ProbeSpec, dst string) (ProbeResult, error) {
-	raddr, err := net.ResolveUDPAddr("udp4", dst)
+	udp := network(s, "udp")
+	raddr, err := net.ResolveUDPAddr(udp, dst)
 	if err != nil {
 		return ProbeResult{}, err
 	}
@@ -183,7 +197,7 @@ func probeUDP(s ProbeSpec, dst string) (ProbeResult, error) {
 	if a := localAddr(s, true); a != nil {
 		laddr = a.(*net.UDPAddr)
 	}
-	c, err := net.DialUDP("udp4", laddr, raddr)
+	c, err := net.DialUDP(udp, laddr, raddr)
 	if err != nil {
 		return ProbeResult{}, classify(err)
 	}

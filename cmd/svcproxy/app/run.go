@@ -92,20 +92,43 @@ func newCleanupCommand() *cobra.Command {
 	return cmd
 }
 
+// runCleanup removes what svcproxy and kube-proxy created, in every family
+// whose iptables works here. A family whose iptables cannot be used is
+// skipped with a note (there can be nothing of ours in it); the ipsets go
+// last, once no rule of either family uses them.
 func runCleanup(ctx context.Context, backend string) error {
-	ipt, err := iptables.New(iptables.OSExecutor{}, iptables.Options{Backend: iptables.Backend(backend)})
-	if err != nil {
-		return err
+	ipts, unusable := familyDetector{open: openIPTables(iptables.OSExecutor{})}.detect(ctx, backend)
+	if len(ipts) == 0 {
+		return fmt.Errorf("iptables is not available on this host: %w", unusable[v1.IPv4Protocol])
 	}
-	if err := proxier.Cleanup(ctx, ipt, ipset.New()); err != nil {
-		return err
+	var errs []error
+	for _, family := range allFamilies {
+		ipt := ipts[family]
+		if ipt == nil {
+			fmt.Fprintf(os.Stderr, "svcproxy: %s skipped: its iptables cannot be used here: %v\n", family, unusable[family])
+			continue
+		}
+		if err := proxier.Cleanup(ctx, ipt, nil); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", family, err))
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "svcproxy: removed kube-proxy/svcproxy %s chains (%s backend)\n", family, ipt.Backend())
 	}
-	fmt.Fprintf(os.Stderr, "svcproxy: removed kube-proxy/svcproxy chains (%s backend) and svcproxy ipsets\n", ipt.Backend())
-	return nil
+	if err := ipset.Cleanup(ipset.New(), ipset.Prefix); err != nil {
+		return errors.Join(append(errs, fmt.Errorf("ipsets: %w", err))...)
+	}
+	fmt.Fprintln(os.Stderr, "svcproxy: removed svcproxy ipsets")
+	return errors.Join(errs...)
 }
 
 // runDaemon runs until ctx ends (SIGTERM). The rules are left in place on
 // the way out, so restarting svcproxy never interrupts service traffic.
+//
+// One Proxier runs per IP family (see families.go for how they are
+// chosen), each with its own iptables, ipsets, conntrack cleaner, service
+// health-check servers and canary watch; one set of informers feeds them
+// all through proxier.MultiHandlers. Healthz (keyed by family) and metrics
+// (labelled by family) are shared.
 func runDaemon(ctx context.Context, cfg options.Config) error {
 	nodeName, err := cfg.NodeName()
 	if err != nil {
@@ -115,11 +138,13 @@ func runDaemon(ctx context.Context, cfg options.Config) error {
 	if err != nil {
 		return err
 	}
-	ipt, err := iptables.New(iptables.OSExecutor{}, iptables.Options{Backend: iptables.Backend(cfg.IPTablesBackend)})
-	if err != nil {
-		return fmt.Errorf("iptables: %w", err)
+	plan, err := planFamilies(ctx, cfg, client, nodeName)
+	if ctx.Err() != nil {
+		return nil // SIGTERM while starting up
 	}
-	klog.InfoS("Starting svcproxy", "node", nodeName, "iptablesBackend", ipt.Backend(), "randomFully", ipt.HasRandomFully())
+	if err != nil {
+		return err
+	}
 
 	health, err := healthz.New(healthz.Config{BindAddress: cfg.HealthzBindAddress, HealthTimeout: 2 * cfg.SyncPeriod})
 	if cfg.HealthzBindAddress == "" {
@@ -128,34 +153,22 @@ func runDaemon(ctx context.Context, cfg options.Config) error {
 	if err != nil {
 		return badInput(err)
 	}
-	randomFully := ipt.HasRandomFully()
-	sets := ipset.New()
-	// Health-check node ports listen where NodePorts do (kube-proxy does the
-	// same): every address, or the --nodeport-addresses ones.
-	proxyHealthy := func() bool { return health == nil || health.IsHealthy() }
-	serviceHealth := healthcheck.NewServiceHealthServer(
-		BuildNodeConfig(cfg, nodeName, nil, v1.IPv4Protocol, randomFully).NodePortAddresses, proxyHealthy, nil)
-	defer serviceHealth.Close()
-	p, err := proxier.New(proxier.Config{
-		ServiceHealth: serviceHealth,
-		Conntrack:     conntrack.Netlink{Family: v1.IPv4Protocol},
-		IPTables:      ipt,
-		NodeConfig: func(node *v1.Node) *proxier.NodeConfig {
-			return BuildNodeConfig(cfg, nodeName, node, v1.IPv4Protocol, randomFully)
-		},
-		SyncPeriod:    cfg.SyncPeriod,
-		MinSyncPeriod: cfg.MinSyncPeriod,
-		Health:        health,
-		Sets: func(_ context.Context, nc *proxier.NodeConfig) error {
-			return proxier.SyncIPSets(sets, nc)
-		},
-	})
-	if err != nil {
-		return err
+	handlers := proxier.MultiHandlers{}
+	var proxiers []*proxier.Proxier
+	for _, family := range plan.families {
+		p, closeFn, err := newFamilyProxier(cfg, nodeName, plan.node, family, plan.ipts[family], health)
+		if err != nil {
+			return fmt.Errorf("%s proxier: %w", family, err)
+		}
+		defer closeFn()
+		handlers[family] = p
+		proxiers = append(proxiers, p)
 	}
+	first := plan.ipts[plan.families[0]]
+	klog.InfoS("Starting svcproxy", "node", nodeName, "ipFamilies", plan.families, "iptablesBackend", first.Backend(), "randomFully", first.HasRandomFully())
 
 	metrics.Register()
-	errs := make(chan error, 4)
+	errs := make(chan error, 3+len(proxiers))
 	serve := func(what string, run func() error) {
 		go func() {
 			if err := run(); err != nil && !errors.Is(err, context.Canceled) {
@@ -172,8 +185,10 @@ func runDaemon(ctx context.Context, cfg options.Config) error {
 	if cfg.MetricsBindAddress != "" {
 		serve("metrics", func() error { return metrics.ServeMetrics(ctx, cfg.MetricsBindAddress, metrics.Registry()) })
 	}
-	go func() { errs <- proxier.StartInformers(ctx, client, nodeName, cfg.ConfigSyncPeriod, p) }()
-	go func() { errs <- p.Run(ctx) }()
+	go func() { errs <- proxier.StartInformers(ctx, client, nodeName, cfg.ConfigSyncPeriod, handlers) }()
+	for _, p := range proxiers {
+		go func() { errs <- p.Run(ctx) }()
+	}
 
 	select {
 	case <-ctx.Done():
@@ -185,6 +200,40 @@ func runDaemon(ctx context.Context, cfg options.Config) error {
 		}
 		return err
 	}
+}
+
+// newFamilyProxier builds the Proxier of one IP family, with that family's
+// own ipsets, conntrack cleaner and service health-check server. Health-check
+// node ports listen where the family's NodePorts do (kube-proxy does the
+// same): every address of the family, or its --nodeport-addresses. node is
+// the Node as seen at startup (nil if unknown), used only for those
+// addresses; the informers deliver it to the Proxier. The returned function
+// closes the health-check server.
+func newFamilyProxier(cfg options.Config, nodeName string, node *v1.Node, family v1.IPFamily, ipt iptables.Interface, health *healthz.ProxyHealth) (*proxier.Proxier, func(), error) {
+	randomFully := ipt.HasRandomFully()
+	nodeConfig := func(node *v1.Node) *proxier.NodeConfig {
+		return BuildNodeConfig(cfg, nodeName, node, family, randomFully)
+	}
+	proxyHealthy := func() bool { return health == nil || health.IsHealthy() }
+	serviceHealth := healthcheck.NewServiceHealthServer(healthCheckAddrs(nodeConfig(node)), proxyHealthy, nil)
+	sets := ipset.New()
+	p, err := proxier.New(proxier.Config{
+		ServiceHealth: serviceHealth,
+		Conntrack:     conntrack.Netlink{Family: family},
+		IPTables:      ipt,
+		NodeConfig:    nodeConfig,
+		SyncPeriod:    cfg.SyncPeriod,
+		MinSyncPeriod: cfg.MinSyncPeriod,
+		Health:        health,
+		Sets: func(_ context.Context, nc *proxier.NodeConfig) error {
+			return proxier.SyncIPSets(sets, nc)
+		},
+	})
+	if err != nil {
+		serviceHealth.Close()
+		return nil, nil, err
+	}
+	return p, serviceHealth.Close, nil
 }
 
 func newClient(cfg options.Config) (kubernetes.Interface, error) {
