@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	v1 "k8s.io/api/core/v1"
 
 	"github.com/svcproxy/svcproxy/cmd/svcproxy/options"
@@ -56,13 +57,21 @@ with exit code 2 and nothing on stdout.`,
 	}
 	f := cmd.Flags()
 	f.StringArrayVarP(&o.files, "filename", "f", nil, "manifest file, directory or - (repeatable)")
+	f.BoolVar(&o.jumps, "jumps", false, "also print the jumps from built-in chains (for applying to an empty ruleset)")
+	o.addNodeFlags(f)
+	_ = cmd.MarkFlagRequired("filename")
+	return cmd
+}
+
+// addNodeFlags registers the flags that describe the node rendered for
+// (shared by dump and explain).
+func (o *dumpOptions) addNodeFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.nodeName, "node-name", "", "the node to render for (its Node object, if given, supplies IPs, pod CIDRs and zone)")
 	f.StringSliceVar(&o.nodeIPs, "node-ip", nil, "the node's IP addresses (default: the Node object's InternalIPs)")
 	f.StringSliceVar(&o.clusterCIDRs, "cluster-cidr", nil, "pod network CIDRs; traffic from outside them to a cluster IP is masqueraded")
 	f.BoolVar(&o.masqueradeAll, "masquerade-all", false, "masquerade all traffic to cluster IPs")
 	f.IntVar(&o.masqueradeBit, "masquerade-bit", 14, "fwmark bit used to mark packets for masquerade (0-31)")
 	f.StringVar(&o.ipFamily, "ip-family", "ipv4", "ipv4 or ipv6")
-	f.BoolVar(&o.jumps, "jumps", false, "also print the jumps from built-in chains (for applying to an empty ruleset)")
 	f.BoolVar(&o.randomFully, "random-fully", true, "use MASQUERADE --random-fully")
 	f.BoolVar(&o.localhostNodePorts, "localhost-nodeports", true, "allow NodePorts on 127.0.0.1 (IPv4)")
 	f.StringSliceVar(&o.nodePortAddresses, "nodeport-addresses", nil, "node IPs that accept NodePorts (default: all local addresses)")
@@ -71,16 +80,36 @@ with exit code 2 and nothing on stdout.`,
 	f.StringVar(&o.ifacePrefix, "pod-interface-name-prefix", "", "the pod interface name prefix, for --detect-local-mode=InterfaceNamePrefix")
 	f.BoolVar(&o.podEgress, "masquerade-pod-egress", false, "masquerade pod traffic to destinations outside --cluster-cidr and --no-masquerade-cidrs")
 	f.StringSliceVar(&o.noMasqCIDRs, "no-masquerade-cidrs", nil, "destinations --masquerade-pod-egress never masquerades")
-	_ = cmd.MarkFlagRequired("filename")
-	return cmd
 }
 
 func (o *dumpOptions) run(cmd *cobra.Command) ([]byte, error) {
+	cfg, rendered, err := o.render(cmd)
+	if err != nil {
+		return nil, err
+	}
+	if !o.jumps {
+		return rendered, nil
+	}
+	return withJumps(rendered, jumpsFor(cfg)), nil
+}
+
+// jumpsFor returns the jumps from built-in chains for cfg, by table.
+func jumpsFor(cfg *proxier.NodeConfig) map[string][]string {
+	jumps := proxier.Jumps()
+	if cfg.PodEgress != nil {
+		jumps = append(jumps, proxier.PodEgressJump())
+	}
+	return proxier.JumpsRestoreText(jumps)
+}
+
+// render loads the manifests and renders the full restore text (without
+// the jumps from built-in chains) for the node the flags describe.
+func (o *dumpOptions) render(cmd *cobra.Command) (*proxier.NodeConfig, []byte, error) {
 	objs := &manifest.Objects{}
 	for _, f := range o.files {
 		got, err := manifest.Load(f, cmd.InOrStdin())
 		if err != nil {
-			return nil, badInput(err)
+			return nil, nil, badInput(err)
 		}
 		objs.Services = append(objs.Services, got.Services...)
 		objs.EndpointSlices = append(objs.EndpointSlices, got.EndpointSlices...)
@@ -88,21 +117,13 @@ func (o *dumpOptions) run(cmd *cobra.Command) ([]byte, error) {
 	}
 	cfg, err := o.nodeConfig(objs.Nodes)
 	if err != nil {
-		return nil, badInput(err)
+		return nil, nil, badInput(err)
 	}
 	snap, err := proxier.BuildSnapshot(objs.Services, objs.EndpointSlices, cfg.Family)
 	if err != nil {
-		return nil, badInput(err)
+		return nil, nil, badInput(err)
 	}
-	rendered := proxier.Render(snap, cfg, proxier.RenderOptions{Full: true})
-	if !o.jumps {
-		return rendered.Data, nil
-	}
-	jumps := proxier.Jumps()
-	if cfg.PodEgress != nil {
-		jumps = append(jumps, proxier.PodEgressJump())
-	}
-	return withJumps(rendered.Data, proxier.JumpsRestoreText(jumps)), nil
+	return cfg, proxier.Render(snap, cfg, proxier.RenderOptions{Full: true}).Data, nil
 }
 
 func (o *dumpOptions) nodeConfig(nodes []*v1.Node) (*proxier.NodeConfig, error) {

@@ -32,6 +32,10 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err == nil {
 		return 0
 	}
+	var code exitCode
+	if errors.As(err, &code) {
+		return int(code)
+	}
 	fmt.Fprintln(stderr, "svcproxy:", err)
 	var in inputError
 	if errors.As(err, &in) || isFlagError(err) {
@@ -52,7 +56,7 @@ func NewRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return badInput(err) })
-	root.AddCommand(newDumpCommand(), newRunCommand(), newCleanupCommand())
+	root.AddCommand(newDumpCommand(), newExplainCommand(), newRunCommand(), newCleanupCommand())
 	// Invoked as kubeadm invokes kube-proxy (flags, no subcommand), run the
 	// daemon: swapping the image is the whole migration.
 	addDaemonFlags(root)

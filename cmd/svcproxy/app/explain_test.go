@@ -1,0 +1,182 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/svcproxy/svcproxy/iptables"
+	"github.com/svcproxy/svcproxy/iptables/trace"
+	"github.com/svcproxy/svcproxy/proxier/explain"
+)
+
+var offline = []string{"explain", "-f", "../../../manifests/examples", "--node-name", "node1", "--cluster-cidr", "198.51.100.0/24"}
+
+func runExplain(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	return runMain(t, "", append(append([]string{}, offline...), args...)...)
+}
+
+func TestExplainOffline(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		code    int
+		verdict string
+		want    []string // more substrings of stdout
+	}{
+		{"cluster IP from a pod", []string{"--from", "198.51.100.4", "--to", "203.0.113.10:80"}, 0,
+			"OK: 203.0.113.10:80/tcp reaches 3 endpoints of demo/web:http (198.51.100.2:8080, 198.51.100.3:8080, 198.51.100.66:8080); masquerade: no",
+			[]string{"outcome 1: ACCEPT endpoint 198.51.100.2:8080, masquerade no",
+				`nat/KUBE-SERVICES rule 2: -A KUBE-SERVICES -m comment --comment "demo/web:http cluster IP"`}},
+		{"hairpin is masqueraded", []string{"--from", "198.51.100.2", "--to", "203.0.113.10", "--port", "80"}, 0,
+			"masquerade: only to 198.51.100.2:8080", nil},
+		{"no endpoints", []string{"--from", "198.51.100.4", "--to", "203.0.113.30:80"}, 1,
+			"REJECT: Service demo/empty port http has no endpoints (filter KUBE-SERVICES rule 1)",
+			[]string{"outcome 1: REJECT, masquerade no"}},
+		{"node port from outside", []string{"--from", "192.0.2.100", "--to", "192.0.2.11:30080"}, 0,
+			"OK: 192.0.2.11:30080/tcp reaches 2 endpoints of demo/shop:http (198.51.100.4:8080, 198.51.100.67:8080); masquerade: yes",
+			[]string{"nat/KUBE-NODEPORTS rule 1"}},
+		{"udp from the node", []string{"--from-node", "--to", "203.0.113.53:53", "--proto", "udp"}, 0,
+			"reaches 2 endpoints of kube-system/dns:dns", []string{"packet: udp 192.0.2.11 -> 203.0.113.53:53 (local)"}},
+		{"a node address as --from is local", []string{"--from", "192.0.2.11", "--to", "203.0.113.10:80"}, 0,
+			"reaches 3 endpoints", []string{"(local)", "nat/OUTPUT rule 1"}},
+		{"unknown IP", []string{"--from", "198.51.100.4", "--to", "203.0.113.99:80"}, 1,
+			"no service matched 203.0.113.99:80/tcp: the packet is not DNATed (is the Service programmed? is the port right?)", nil},
+		{"wrong protocol", []string{"--from", "198.51.100.4", "--to", "203.0.113.10:80", "--proto", "udp"}, 1,
+			"no service matched 203.0.113.10:80/udp", nil},
+		{"node address, no node port", []string{"--from", "192.0.2.100", "--to", "192.0.2.11:22"}, 0,
+			"ACCEPT: 192.0.2.11:22/tcp is delivered to this node", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errOut := runExplain(t, tt.args...)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d; stderr %q", code, tt.code, errOut)
+			}
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if last := lines[len(lines)-1]; !strings.Contains(last, tt.verdict) {
+				t.Errorf("verdict line %q, want it to contain %q\n%s", last, tt.verdict, out)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			if errOut != "" {
+				t.Errorf("stderr %q", errOut)
+			}
+		})
+	}
+}
+
+func TestExplainOfflineJSON(t *testing.T) {
+	code, out, _ := runExplain(t, "--from", "192.0.2.100", "--to", "192.0.2.11:30080", "-o", "json")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	var r explain.Report
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if r.Status != explain.StatusOK || r.Service != "demo/shop:http" || len(r.Outcomes) != 2 || !r.Outcomes[0].Masquerade || r.Outcomes[0].Endpoint != "198.51.100.4:8080" {
+		t.Errorf("unexpected report: %+v", r)
+	}
+	if p := r.Outcomes[0].Path[0]; p.Table != "nat" || p.Chain != "PREROUTING" || p.Rule != 1 {
+		t.Errorf("first step %+v", p)
+	}
+}
+
+func TestExplainBadInput(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--to", "203.0.113.10:80"}, "--from: required"},
+		{[]string{"--from", "198.51.100.300", "--to", "203.0.113.10:80"}, `--from: "198.51.100.300" is not an IP address`},
+		{[]string{"--from", "198.51.100.4"}, "--to: required"},
+		{[]string{"--from", "198.51.100.4", "--to", "web:80"}, `--to: "web:80" is not IP:PORT or IP`},
+		{[]string{"--from", "198.51.100.4", "--to", "203.0.113.10"}, "--port: a destination port"},
+		{[]string{"--from", "198.51.100.4", "--to", "203.0.113.10:80", "--proto", "icmp"}, `--proto: "icmp" is not tcp, udp or sctp`},
+		{[]string{"--from", "198.51.100.4", "--from-node", "--to", "203.0.113.10:80"}, "--from and --from-node"},
+		{[]string{"--from", "2001:db8::1", "--to", "203.0.113.10:80"}, "different IP families"},
+		{[]string{"--from", "198.51.100.4", "--to", "203.0.113.10:80", "-o", "yaml"}, `--output: "yaml"`},
+		{[]string{"--from", "198.51.100.4", "--to", "203.0.113.10:80", "--cluster-cidr", "nope"}, `--cluster-cidr: "nope" is not a CIDR`},
+	} {
+		code, out, errOut := runExplain(t, tt.args...)
+		if code != 2 || !strings.Contains(errOut, tt.want) || out != "" {
+			t.Errorf("%v: exit %d, stderr %q, stdout %q; want exit 2 and %q", tt.args, code, errOut, out, tt.want)
+		}
+	}
+	code, _, errOut := runMain(t, "", "explain", "-f", "../../../manifests/examples", "--from-node", "--to", "203.0.113.10:80")
+	if code != 2 || !strings.Contains(errOut, "--from-node: the node's address is unknown") {
+		t.Errorf("--from-node without a node: exit %d, %q", code, errOut)
+	}
+}
+
+// TestExplainLiveFake runs the live path against fakes: rules from the
+// renderer, a set, and a node without a default route.
+func TestExplainLiveFake(t *testing.T) {
+	o := &explainOptions{}
+	o.files = []string{"../../../manifests/examples"}
+	o.nodeName, o.clusterCIDRs = "node1", []string{"198.51.100.0/24", "10.0.0.0/8"} // two CIDRs: a set
+	o.masqueradeBit, o.ipFamily, o.detectLocalMode, o.randomFully = 14, "ipv4", "ClusterCIDR", true
+	cmd := newExplainCommand()
+	cfg, rendered, err := o.render(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := withJumps(rendered, jumpsFor(cfg))
+	var listed []string
+	l := live{
+		save: func(context.Context, iptables.Family) ([]byte, error) { return saved, nil },
+		setMembers: func(name string) ([]netip.Prefix, error) {
+			listed = append(listed, name)
+			return cfg.IPSets[name], nil
+		},
+		localAddrs: func() ([]netip.Addr, error) {
+			return []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("192.0.2.11")}, nil
+		},
+		node: func() (explain.Node, error) {
+			return explain.Node{Routes: routesOnly{"198.51.100.0/24": "cbr0", "192.0.2.0/24": "eth0"}, Sysctls: sysctls{"net.ipv4.ip_forward": "1"}}, nil
+		},
+	}
+	p := trace.Packet{Dst: netip.MustParseAddr("203.0.113.10"), DstPort: 80, Protocol: "tcp", Origin: trace.Local}
+	rep, err := explainLive(context.Background(), p, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(listed) != 1 || listed[0] != "SVCPROXY-POD-CIDRS" {
+		t.Errorf("sets listed: %v", listed)
+	}
+	if rep.Status != explain.StatusFail || !strings.Contains(rep.Verdict, "FAIL: no route to 203.0.113.10") || rep.Packet.Src != "192.0.2.11" {
+		t.Errorf("report:\n%s", rep.Text())
+	}
+	// From a pod: the incoming interface comes from the route back.
+	p = trace.Packet{Src: netip.MustParseAddr("198.51.100.4"), Dst: netip.MustParseAddr("203.0.113.10"), DstPort: 80, Protocol: "tcp", Origin: trace.Incoming}
+	rep, err = explainLive(context.Background(), p, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Status != explain.StatusOK || rep.Packet.InIface != "cbr0" || len(rep.Endpoints()) != 3 {
+		t.Errorf("report:\n%s", rep.Text())
+	}
+}
+
+type routesOnly map[string]string
+
+func (r routesOnly) RouteGet(dst netip.Addr) (explain.Route, error) {
+	for p, dev := range r {
+		if netip.MustParsePrefix(p).Contains(dst) {
+			return explain.Route{Iface: dev}, nil
+		}
+	}
+	return explain.Route{}, errors.New("network is unreachable")
+}
+
+type sysctls map[string]string
+
+func (s sysctls) Sysctl(name string) (string, error) { return s[name], nil }
