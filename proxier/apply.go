@@ -19,6 +19,12 @@ type ApplyRequest struct {
 	// built-in chains; otherwise only Changed services' chains are written.
 	Full    bool
 	Changed map[types.NamespacedName]bool // Services whose chains must be rewritten
+	// KnownChains, when non-nil, are the per-service chains the previous
+	// successful sync left in the kernel; stale ones are found by comparing
+	// with them instead of running iptables-save, whose cost grows with the
+	// ruleset (~0.1 s at 6,000 nat rules). Full syncs ignore it and ask the
+	// kernel, which also catches chains left by another process.
+	KnownChains map[string]bool
 }
 
 // ApplyError says which step of Apply failed. Restore failures wrap an
@@ -41,16 +47,16 @@ func Apply(ctx context.Context, ipt iptables.Interface, req ApplyRequest) (*Rend
 			return nil, &ApplyError{Step: "ensure jumps", Err: err}
 		}
 	}
-	saved, err := ipt.Save(ctx, iptables.TableNAT)
-	if err != nil {
-		// Without the list of existing chains nothing stale is deleted this
-		// time; the rules themselves can still be written.
-		saved = nil
-	}
 	opts := RenderOptions{Full: req.Full, Changed: req.Changed}
-	if saved != nil {
+	if !req.Full && req.KnownChains != nil {
+		for c := range req.KnownChains {
+			opts.ExistingNATChains = append(opts.ExistingNATChains, c)
+		}
+	} else if saved, err := ipt.Save(ctx, iptables.TableNAT); err == nil {
 		opts.ExistingNATChains = ChainNames(saved)
 	}
+	// (If the save fails, nothing stale is deleted this time; the rules
+	// themselves can still be written.)
 	rendered := Render(req.Snapshot, req.Config, opts)
 	if err := ipt.Restore(ctx, rendered.Data, iptables.RestoreOptions{NoFlush: true, Counters: true}); err != nil {
 		return rendered, &ApplyError{Step: "restore", Err: err}

@@ -95,6 +95,9 @@ type Proxier struct {
 	lastFullSync  time.Time
 	lastNodeConf  *NodeConfig
 	lastLargeMode bool
+	// lastActiveChains are the per-service chains the last successful sync
+	// left in place; partial syncs find stale chains from them.
+	lastActiveChains map[string]bool
 }
 
 // New validates cfg and returns a Proxier. It starts nothing: call Run.
@@ -301,7 +304,7 @@ func (p *Proxier) apply(ctx context.Context, nodeConf *NodeConfig, full bool, ch
 			return fmt.Errorf("ipsets: %w", err)
 		}
 	}
-	rendered, err := Apply(ctx, p.cfg.IPTables, ApplyRequest{Snapshot: p.snapshot, Config: nodeConf, Full: full, Changed: changed})
+	rendered, err := Apply(ctx, p.cfg.IPTables, ApplyRequest{Snapshot: p.snapshot, Config: nodeConf, Full: full, Changed: changed, KnownChains: p.lastActiveChains})
 	if err != nil {
 		var re *iptables.RestoreError
 		if errors.As(err, &re) {
@@ -311,6 +314,7 @@ func (p *Proxier) apply(ctx context.Context, nodeConf *NodeConfig, full bool, ch
 		}
 		return err
 	}
+	p.lastActiveChains = rendered.ActiveNATChains
 	metrics.IPTablesRulesTotal.WithLabelValues("filter", family).Set(float64(rendered.FilterRules))
 	metrics.IPTablesRulesLastSync.WithLabelValues("filter", family).Set(float64(rendered.FilterRules))
 	metrics.IPTablesRulesTotal.WithLabelValues("nat", family).Set(float64(rendered.NATRulesTotal - rendered.DeletedChains))

@@ -358,3 +358,45 @@ func TestPendingChangeCounts(t *testing.T) {
 		t.Fatalf("after Update: pending %+v (want zero), total %+v (want %+v)", pending, total2, total)
 	}
 }
+
+// savesCounter counts iptables-save calls on top of the fake.
+type savesCounter struct {
+	*iptables.Fake
+	saves int
+}
+
+func (s *savesCounter) Save(ctx context.Context, table iptables.Table) ([]byte, error) {
+	s.saves++
+	return s.Fake.Save(ctx, table)
+}
+
+// Partial syncs find stale chains from what the last sync wrote, so they
+// never pay for an iptables-save (its cost grows with the ruleset); full
+// syncs still ask the kernel, catching chains another process left.
+func TestPartialSyncDoesNotSave(t *testing.T) {
+	ipt := &savesCounter{Fake: iptables.NewFake(iptables.IPv4)}
+	p, err := New(Config{IPTables: ipt, NodeConfig: func(*v1.Node) *NodeConfig { return testNodeConfig() }, SyncPeriod: 30e9, MinSyncPeriod: 1e9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.OnServicesSynced()
+	p.OnEndpointSlicesSynced()
+	p.OnServiceAdd(webService)
+	p.OnEndpointSliceAdd(webSlice)
+	mustSync(t, p)
+	if ipt.saves != 1 {
+		t.Fatalf("first (full) sync made %d saves, want 1", ipt.saves)
+	}
+	scaled := webSlice.DeepCopy()
+	scaled.Endpoints = scaled.Endpoints[:1]
+	p.OnEndpointSliceUpdate(webSlice, scaled)
+	mustSync(t, p)
+	if ipt.saves != 1 {
+		t.Fatalf("partial sync ran iptables-save (%d saves in all)", ipt.saves)
+	}
+	for _, c := range ipt.Dump().Table(iptables.TableNAT).Chains {
+		if strings.HasPrefix(c.Name, "KUBE-SEP-") && c.Name != EndpointChain(webPortName, "198.51.100.2:8080") {
+			t.Errorf("stale endpoint chain %s survived the partial sync", c.Name)
+		}
+	}
+}
