@@ -22,6 +22,18 @@ type Endpoint struct {
 	Zone        string
 	ZoneHints   []string
 	NodeHints   []string
+	// Chain is the endpoint's KUBE-SEP name, computed once at conversion
+	// (hashing on every sync would dominate partial syncs).
+	Chain string
+}
+
+// chainFor returns the KUBE-SEP name for this endpoint of the service port
+// name, computing it when the endpoint was not built by EndpointsFromSlices.
+func (e *Endpoint) chainFor(name ServicePortName) string {
+	if e.Chain != "" {
+		return e.Chain
+	}
+	return EndpointChain(name, e.String())
 }
 
 // String is "ip:port" ("[ip]:port" for IPv6): the form kube-proxy hashes into
@@ -94,6 +106,7 @@ func EndpointsFromSlices(slicesOfService []*discovery.EndpointSlice, family v1.I
 	for name, set := range byPort {
 		list := make([]*Endpoint, 0, len(set))
 		for _, ep := range set {
+			ep.Chain = EndpointChain(name, ep.String())
 			list = append(list, ep)
 		}
 		SortEndpoints(list)
@@ -161,6 +174,22 @@ func compareStrings(a, b string) int {
 
 // probability is the statistic-match probability for the rule that picks
 // the first of n remaining endpoints, formatted as kube-proxy formats it.
+// The common values are formatted once.
 func probability(n int) string {
+	if n < len(probabilities) {
+		return probabilities[n]
+	}
+	return formatProbability(n)
+}
+
+var probabilities = func() []string {
+	p := make([]string, 1025)
+	for n := 1; n < len(p); n++ {
+		p[n] = formatProbability(n)
+	}
+	return p
+}()
+
+func formatProbability(n int) string {
 	return strconv.FormatFloat(1.0/float64(n), 'f', 10, 64)
 }

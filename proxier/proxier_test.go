@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
@@ -397,6 +399,51 @@ func TestPartialSyncDoesNotSave(t *testing.T) {
 	for _, c := range ipt.Dump().Table(iptables.TableNAT).Chains {
 		if strings.HasPrefix(c.Name, "KUBE-SEP-") && c.Name != EndpointChain(webPortName, "198.51.100.2:8080") {
 			t.Errorf("stale endpoint chain %s survived the partial sync", c.Name)
+		}
+	}
+}
+
+// The change tracker keeps the snapshot (and its per-Service index) up to
+// date incrementally; after any sequence of changes it must equal a
+// snapshot built from scratch from the same objects.
+func TestIncrementalSnapshotMatchesRebuild(t *testing.T) {
+	tr := NewChangeTracker(v1.IPv4Protocol)
+	snap := &Snapshot{Services: map[ServicePortName]*ServicePort{}, Endpoints: map[ServicePortName][]*Endpoint{}}
+	now := time.Unix(0, 0)
+	shop := service("demo", "shop", "203.0.113.20", port("http", v1.ProtocolTCP, 80), port("metrics", v1.ProtocolTCP, 9090))
+	shopSlice := slice("demo", "shop", "shop-1", []slicePort{{"http", v1.ProtocolTCP, 8080}, {"metrics", v1.ProtocolTCP, 9090}}, endpoint("198.51.100.4"))
+	shopOnePort := service("demo", "shop", "203.0.113.20", port("http", v1.ProtocolTCP, 80))
+
+	services := map[string]*v1.Service{}
+	slices := map[string]*discovery.EndpointSlice{}
+	steps := []func(){
+		func() { services["web"] = webService; tr.ServiceChanged(keyOf("demo", "web"), webService, now) },
+		func() { slices["web"] = webSlice; tr.EndpointSliceChanged(webSlice, false, now) },
+		func() { services["shop"] = shop; tr.ServiceChanged(keyOf("demo", "shop"), shop, now) },
+		func() { slices["shop"] = shopSlice; tr.EndpointSliceChanged(shopSlice, false, now) },
+		func() { delete(services, "web"); tr.ServiceChanged(keyOf("demo", "web"), nil, now) },
+		func() { services["shop"] = shopOnePort; tr.ServiceChanged(keyOf("demo", "shop"), shopOnePort, now) },
+		func() { delete(slices, "web"); tr.EndpointSliceChanged(webSlice, true, now) },
+		func() { services["web"] = webService; tr.ServiceChanged(keyOf("demo", "web"), webService, now) },
+	}
+	for i, step := range steps {
+		step()
+		if i%2 == 1 || i == len(steps)-1 {
+			tr.Update(snap)
+		}
+		var svcs []*v1.Service
+		for _, s := range services {
+			svcs = append(svcs, s)
+		}
+		var sls []*discovery.EndpointSlice
+		for _, s := range slices {
+			sls = append(sls, s)
+		}
+		want, _ := BuildSnapshot(svcs, sls, v1.IPv4Protocol)
+		if i%2 == 1 || i == len(steps)-1 {
+			if !reflect.DeepEqual(snap.Services, want.Services) || !reflect.DeepEqual(snap.Endpoints, want.Endpoints) {
+				t.Fatalf("after step %d the incremental snapshot differs from a rebuild:\n got %v / %v\nwant %v / %v", i, snap.Services, snap.Endpoints, want.Services, want.Endpoints)
+			}
 		}
 	}
 }

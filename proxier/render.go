@@ -18,9 +18,16 @@ import (
 const largeClusterEndpointsThreshold = 1000
 
 // Snapshot is the proxy's view of the cluster for one IP family.
+//
+// A Snapshot kept up to date by ChangeTracker.Update must not have its maps
+// edited directly: Update indexes them by Service.
 type Snapshot struct {
 	Services  map[ServicePortName]*ServicePort
 	Endpoints map[ServicePortName][]*Endpoint
+
+	// keysByService indexes both maps by Service, so one changed Service is
+	// replaced without scanning every other one. Built on first use.
+	keysByService map[types.NamespacedName][]ServicePortName
 }
 
 // NodeConfig is the node-specific input to rendering.

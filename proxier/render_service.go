@@ -40,10 +40,8 @@ func planServicePort(sp *ServicePort, endpoints []*Endpoint, cfg *NodeConfig) *s
 	p.args = []string{"-m", proto, "-p", proto}
 	p.eps = CategorizeEndpoints(endpoints, sp, cfg.Topology)
 
-	p.clusterChain = ClusterPolicyChain(sp.Name)
-	p.localChain = LocalPolicyChain(sp.Name)
-	p.extChain = ExternalChain(sp.Name)
-	p.fwChain = FirewallChain(sp.Name)
+	chains := sp.chainNames()
+	p.clusterChain, p.localChain, p.extChain, p.fwChain = chains.cluster, chains.local, chains.external, chains.firewall
 
 	p.usesClusterChain = len(p.eps.Cluster) > 0 && sp.UsesClusterEndpoints()
 	p.usesLocalChain = len(p.eps.Local) > 0 && sp.UsesLocalEndpoints()
@@ -191,7 +189,7 @@ func (r *render) writeServiceChains(nat *tableWriter, p *servicePlan) {
 		r.writeDispatch(nat, p, p.localChain, p.eps.Local)
 	}
 	for _, ep := range p.eps.Reachable {
-		chain := EndpointChain(p.sp.Name, ep.String())
+		chain := ep.chainFor(p.sp.Name)
 		r.use(nat, chain)
 		r.writeEndpointChain(nat, p, chain, ep)
 	}
@@ -260,7 +258,7 @@ func (r *render) writeFirewallChain(nat *tableWriter, p *servicePlan) {
 func (r *render) writeDispatch(nat *tableWriter, p *servicePlan, chain string, endpoints []*Endpoint) {
 	if p.sp.StickySeconds > 0 {
 		for _, ep := range endpoints {
-			sep := EndpointChain(p.sp.Name, ep.String())
+			sep := ep.chainFor(p.sp.Name)
 			nat.rule(chain, slices.Concat(r.endpointComment(p.name+" -> "+ep.String()),
 				[]string{"-m", "recent", "--name", sep, "--rcheck", "--seconds", portString(p.sp.StickySeconds), "--reap", "-j", sep})...)
 		}
@@ -271,7 +269,7 @@ func (r *render) writeDispatch(nat *tableWriter, p *servicePlan, chain string, e
 		if i < n-1 {
 			args = append(args, "-m", "statistic", "--mode", "random", "--probability", probability(n-i))
 		}
-		nat.rule(chain, append(args, "-j", EndpointChain(p.sp.Name, ep.String()))...)
+		nat.rule(chain, append(args, "-j", ep.chainFor(p.sp.Name))...)
 	}
 }
 

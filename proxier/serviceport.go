@@ -54,6 +54,25 @@ type ServicePort struct {
 	StickySeconds int
 	// TrafficDistribution is spec.trafficDistribution (topology hints).
 	TrafficDistribution string
+
+	// chains caches the per-service chain names (set at conversion).
+	chains *serviceChains
+}
+
+// serviceChains are a service port's KUBE-SVC/SVL/EXT/FW names.
+type serviceChains struct{ cluster, local, external, firewall string }
+
+func newServiceChains(name ServicePortName) *serviceChains {
+	return &serviceChains{ClusterPolicyChain(name), LocalPolicyChain(name), ExternalChain(name), FirewallChain(name)}
+}
+
+// chainNames returns the cached names, computing them for a ServicePort
+// that was not built by ServicePortsFromService.
+func (sp *ServicePort) chainNames() *serviceChains {
+	if sp.chains != nil {
+		return sp.chains
+	}
+	return newServiceChains(sp.Name)
 }
 
 // ExternallyAccessible reports whether the port receives NodePort, external IP
@@ -214,6 +233,7 @@ func servicePortFromSpec(svc *v1.Service, i int, common ServicePort, fieldErr fu
 	}
 	sp.Port = int(p.Port)
 	sp.Protocol = protocol
+	sp.chains = newServiceChains(sp.Name)
 	if svc.Spec.Type == v1.ServiceTypeNodePort || svc.Spec.Type == v1.ServiceTypeLoadBalancer {
 		sp.NodePort = int(p.NodePort)
 	}

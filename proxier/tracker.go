@@ -185,27 +185,57 @@ func convertService(svc *v1.Service, slices []*discovery.EndpointSlice, family v
 func replaceService(snap *Snapshot, key types.NamespacedName, ports []*ServicePort, eps map[ServicePortName][]*Endpoint) bool {
 	oldPorts := map[ServicePortName]*ServicePort{}
 	oldEps := map[ServicePortName][]*Endpoint{}
-	for name, sp := range snap.Services {
-		if name.NamespacedName == key {
+	for _, name := range snap.serviceKeys(key) {
+		if sp, ok := snap.Services[name]; ok {
 			oldPorts[name] = sp
 			delete(snap.Services, name)
 		}
-	}
-	for name, list := range snap.Endpoints {
-		if name.NamespacedName == key {
+		if list, ok := snap.Endpoints[name]; ok {
 			oldEps[name] = list
 			delete(snap.Endpoints, name)
 		}
 	}
 	newPorts := map[ServicePortName]*ServicePort{}
+	var keys []ServicePortName
 	for _, sp := range ports {
 		snap.Services[sp.Name] = sp
 		newPorts[sp.Name] = sp
+		keys = append(keys, sp.Name)
 	}
 	for name, list := range eps {
 		snap.Endpoints[name] = list
+		if _, dup := newPorts[name]; !dup {
+			keys = append(keys, name)
+		}
+	}
+	if len(keys) == 0 {
+		delete(snap.keysByService, key)
+	} else {
+		snap.keysByService[key] = keys
 	}
 	return !reflect.DeepEqual(oldPorts, newPorts) || !reflect.DeepEqual(oldEps, nonNil(eps))
+}
+
+// serviceKeys returns the map keys belonging to one Service, building the
+// index from the maps on first use.
+func (s *Snapshot) serviceKeys(key types.NamespacedName) []ServicePortName {
+	if s.keysByService == nil {
+		s.keysByService = map[types.NamespacedName][]ServicePortName{}
+		seen := map[ServicePortName]bool{}
+		add := func(name ServicePortName) {
+			if !seen[name] {
+				seen[name] = true
+				s.keysByService[name.NamespacedName] = append(s.keysByService[name.NamespacedName], name)
+			}
+		}
+		for name := range s.Services {
+			add(name)
+		}
+		for name := range s.Endpoints {
+			add(name)
+		}
+	}
+	return s.keysByService[key]
 }
 
 func nonNil(m map[ServicePortName][]*Endpoint) map[ServicePortName][]*Endpoint {
