@@ -6,7 +6,7 @@ EXAMPLES := manifests/examples
 # Bound the whole suite: CI has 90 minutes, we aim for well under 30.
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build deps kube-apiserver dump demo test test-unit test-e2e vet fmt-check clean
+.PHONY: all build deps kube-apiserver kube-proxy bench dump demo test test-unit test-e2e vet fmt-check clean
 
 all: build
 
@@ -21,6 +21,16 @@ deps:
 # the Go module proxy once, ~7 minutes cold, then cached in ~/.cache/svcproxy).
 kube-apiserver:
 	bash hack/build-kube-apiserver.sh >/dev/null
+
+# The real kube-proxy the benchmark compares against (same pinned version,
+# same build script; cached in ~/.cache/svcproxy).
+kube-proxy:
+	bash hack/build-kube-proxy.sh >/dev/null
+
+# svcproxy vs the real kube-proxy in one lab (hack/bench.sh); knobs: N, M,
+# K, CONNS, MIN_SYNC. Table in _output/bench.txt.
+bench: deps build kube-apiserver kube-proxy
+	bash hack/bench.sh
 
 # Offline: the rules node1 would get for the example manifests.
 dump: build
