@@ -233,6 +233,9 @@ func (e *env) daemonArgs(i int) []string {
 		"--iptables-sync-period", syncPeriod.String(),
 		"--healthz-bind-address", n.IP + ":10256",
 		"--metrics-bind-address", "127.0.0.1:10249",
+		// nf_conntrack_max is global and read-only inside a network
+		// namespace; kind runs kube-proxy the same way.
+		"--conntrack-max-per-core", "0",
 		"--v", "2",
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -134,6 +135,11 @@ func runDaemon(ctx context.Context, cfg options.Config) error {
 	if err != nil {
 		return badInput(err)
 	}
+	// As kube-proxy: the conntrack sysctls are set before anything else,
+	// and failing to set them is fatal (see conntrack.SetSysctls).
+	if err := conntrack.SetSysctls(ctx, conntrack.ProcSys{}, conntrackSettings(cfg.Conntrack), runtime.NumCPU()); err != nil {
+		return fmt.Errorf("could not set conntrack parameters from the configuration: %w", err)
+	}
 	client, err := newClient(cfg)
 	if err != nil {
 		return err
@@ -234,6 +240,14 @@ func newFamilyProxier(cfg options.Config, nodeName string, node *v1.Node, family
 		return nil, nil, err
 	}
 	return p, serviceHealth.Close, nil
+}
+
+func conntrackSettings(c options.Conntrack) conntrack.Settings {
+	return conntrack.Settings{
+		MaxPerCore: int(c.MaxPerCore), Min: int(c.Min),
+		TCPEstablishedTimeout: c.TCPEstablishedTimeout, TCPCloseWaitTimeout: c.TCPCloseWaitTimeout,
+		TCPBeLiberal: c.TCPBeLiberal, UDPTimeout: c.UDPTimeout, UDPStreamTimeout: c.UDPStreamTimeout,
+	}
 }
 
 func newClient(cfg options.Config) (kubernetes.Interface, error) {
