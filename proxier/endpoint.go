@@ -124,7 +124,7 @@ func addSliceEndpoints(set map[string]*Endpoint, slice *discovery.EndpointSlice,
 		}
 		// Like kube-proxy, only the first address is used.
 		ip, err := netip.ParseAddr(raw.Addresses[0])
-		if err != nil || (familyOf(ip) == v1.IPv4Protocol) != (slice.AddressType == discovery.AddressTypeIPv4) {
+		if err != nil || (FamilyOf(ip) == v1.IPv4Protocol) != (slice.AddressType == discovery.AddressTypeIPv4) {
 			errs = append(errs, &FieldError{Kind: "EndpointSlice", Object: nn, Field: field + "[0]", Detail: fmt.Sprintf("%q is not an %s address", raw.Addresses[0], slice.AddressType)})
 			continue
 		}

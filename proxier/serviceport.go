@@ -173,7 +173,7 @@ func ServicePortsFromService(svc *v1.Service, family v1.IPFamily) ([]*ServicePor
 			errs = append(errs, fieldErr(fmt.Sprintf("spec.externalIPs[%d]", i), "%q is not an IP address", raw))
 			continue
 		}
-		if familyOf(ip) == family {
+		if FamilyOf(ip) == family {
 			common.ExternalIPs = append(common.ExternalIPs, ip)
 		}
 	}
@@ -250,7 +250,7 @@ func clusterIPForFamily(svc *v1.Service, family v1.IPFamily) (netip.Addr, error)
 		if err != nil {
 			return netip.Addr{}, fmt.Errorf("%q is not an IP address", raw)
 		}
-		if familyOf(ip) == family {
+		if FamilyOf(ip) == family {
 			return ip.Unmap(), nil
 		}
 	}
@@ -270,7 +270,7 @@ func loadBalancerVIPs(svc *v1.Service, family v1.IPFamily, fieldErr func(string,
 			errs = append(errs, fieldErr(fmt.Sprintf("status.loadBalancer.ingress[%d].ip", i), "%q is not an IP address", ing.IP))
 			continue
 		}
-		if familyOf(ip) == family {
+		if FamilyOf(ip) == family {
 			vips = append(vips, ip)
 		}
 	}
@@ -285,7 +285,7 @@ func sourceRanges(svc *v1.Service, family v1.IPFamily, fieldErr func(string, str
 			errs = append(errs, fieldErr(fmt.Sprintf("spec.loadBalancerSourceRanges[%d]", i), "%q is not a CIDR", raw))
 			continue
 		}
-		if familyOf(prefix.Addr()) != family {
+		if FamilyOf(prefix.Addr()) != family {
 			continue
 		}
 		// A zero-length range admits everybody; kube-proxy then writes no
@@ -305,7 +305,8 @@ func externalPolicyLocal(svc *v1.Service) bool {
 	return svc.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal
 }
 
-func familyOf(ip netip.Addr) v1.IPFamily {
+// FamilyOf is the IP family of ip (an IPv4-mapped IPv6 address is IPv4).
+func FamilyOf(ip netip.Addr) v1.IPFamily {
 	if ip.Unmap().Is4() {
 		return v1.IPv4Protocol
 	}

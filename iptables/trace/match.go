@@ -85,8 +85,8 @@ func (t *tracer) match(st state, m iptables.Match) (ok, maybe bool, err error) {
 			negate bool
 			local  bool
 		}{
-			{m.SrcType, m.NegateSrc, t.ctx.isLocal(p.Src)},
-			{m.DstType, m.NegateDst, t.ctx.isLocal(p.Dst)},
+			{m.SrcType, m.NegateSrc, t.ctx.IsLocal(p.Src)},
+			{m.DstType, m.NegateDst, t.ctx.IsLocal(p.Dst)},
 		} {
 			if c.types == "" {
 				continue

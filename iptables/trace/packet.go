@@ -53,8 +53,8 @@ type Context struct {
 	RecentHits map[string]bool
 }
 
-// isLocal reports whether addr is one of the node's addresses.
-func (c *Context) isLocal(addr netip.Addr) bool {
+// IsLocal reports whether addr is one of the node's addresses.
+func (c *Context) IsLocal(addr netip.Addr) bool {
 	if addr.IsLoopback() {
 		return true
 	}

@@ -100,7 +100,7 @@ func Trace(d *iptables.Dump, c Context, p Packet) ([]Outcome, error) {
 // rest returns the hooks after the first nat hook, which depend on whether
 // DNAT left the destination local.
 func (t *tracer) rest(st state) []hook {
-	local := t.ctx.isLocal(st.pkt.Dst)
+	local := t.ctx.IsLocal(st.pkt.Dst)
 	input := []hook{{iptables.TableFilter, "INPUT"}, {iptables.TableNAT, "INPUT"}}
 	switch {
 	case st.pkt.Origin == Local && local:

@@ -54,7 +54,7 @@ func Check(r *Report, ctx trace.Context, p trace.Packet, n Node) {
 			continue
 		}
 		a := ap.Addr()
-		if !isLocal(ctx, a) {
+		if !ctx.IsLocal(a) {
 			forward = true
 		}
 		rt, err := n.Routes.RouteGet(a)

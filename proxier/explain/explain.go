@@ -170,7 +170,7 @@ func (r *Report) finish(ctx trace.Context, p trace.Packet) {
 			}
 		}
 		switch {
-		case len(eps) == 0 && isLocal(ctx, p.Dst):
+		case len(eps) == 0 && ctx.IsLocal(p.Dst):
 			r.Verdict = fmt.Sprintf("ACCEPT: %s is delivered to this node (no service matched %s, the packet is not DNATed)", dest(p), dest(p))
 		case len(eps) == 0:
 			r.Status = StatusFail
@@ -193,18 +193,6 @@ func (r *Report) finish(ctx trace.Context, p trace.Packet) {
 			break
 		}
 	}
-}
-
-func isLocal(ctx trace.Context, a netip.Addr) bool {
-	if a.IsLoopback() {
-		return true
-	}
-	for _, l := range ctx.LocalAddrs {
-		if l == a {
-			return true
-		}
-	}
-	return false
 }
 
 // dest formats the packet's original destination, e.g. "203.0.113.10:80/tcp".

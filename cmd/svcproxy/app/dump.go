@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -173,7 +172,7 @@ func (o *dumpOptions) nodeConfig(nodes []*v1.Node) (*proxier.NodeConfig, error) 
 	default:
 		errs = append(errs, fmt.Errorf("--detect-local-mode: %q is not ClusterCIDR, NodeCIDR, BridgeInterface or InterfaceNamePrefix", o.detectLocalMode))
 	}
-	if o.podEgress && len(familyPrefixes(cidrs, family)) == 0 {
+	if o.podEgress && len(prefixesOf(cidrs, family)) == 0 {
 		errs = append(errs, errors.New("--masquerade-pod-egress needs --cluster-cidr (of the --ip-family)"))
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -225,10 +224,6 @@ func parsePrefixes(flag string, raw []string) ([]netip.Prefix, error) {
 		out = append(out, p.Masked())
 	}
 	return out, errors.Join(errs...)
-}
-
-func familyPrefixes(in []netip.Prefix, family v1.IPFamily) []netip.Prefix {
-	return slices.DeleteFunc(slices.Clone(in), func(p netip.Prefix) bool { return (family == v1.IPv6Protocol) != p.Addr().Is6() })
 }
 
 // withJumps inserts the jump rules just before each table's COMMIT.

@@ -171,11 +171,11 @@ func chooseFamilies(primary v1.IPFamily, ipts map[v1.IPFamily]iptables.Interface
 // address (InternalIPs first, then ExternalIPs); else IPv4.
 func primaryFamily(bindAddress string, node *v1.Node) v1.IPFamily {
 	if ip, ok := bindIP(bindAddress); ok {
-		return familyOf(ip)
+		return proxier.FamilyOf(ip)
 	}
 	if node != nil {
 		if ips := proxier.NodeAddresses(node); len(ips) > 0 {
-			return familyOf(ips[0])
+			return proxier.FamilyOf(ips[0])
 		}
 	}
 	return v1.IPv4Protocol
@@ -189,13 +189,6 @@ func bindIP(bindAddress string) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	return ip.Unmap(), true
-}
-
-func familyOf(ip netip.Addr) v1.IPFamily {
-	if ip.Unmap().Is4() {
-		return v1.IPv4Protocol
-	}
-	return v1.IPv6Protocol
 }
 
 // nodeWait bounds how long the daemon waits for its Node to have addresses,

@@ -188,9 +188,7 @@ func interfaceAddrs() []netip.Addr {
 	return out
 }
 
-func inFamily(a netip.Addr, family v1.IPFamily) bool {
-	return (family == v1.IPv6Protocol) == (a.Is6() && !a.Is4In6())
-}
+func inFamily(a netip.Addr, family v1.IPFamily) bool { return proxier.FamilyOf(a) == family }
 
 func ofFamily(in []netip.Addr, family v1.IPFamily) []netip.Addr {
 	return slices.DeleteFunc(slices.Clone(in), func(a netip.Addr) bool { return !inFamily(a, family) })
