@@ -283,7 +283,7 @@ func (p *Proxier) syncProxyRules() error {
 	if p.cfg.Health != nil {
 		p.cfg.Health.Updated(p.family)
 	}
-	if p.cfg.Conntrack != nil && (full || len(changed) > 0) {
+	if p.cfg.Conntrack != nil && (full || changesUDP(p.snapshot, changed)) {
 		p.cleanStaleUDPFlows()
 	}
 	if sh := p.cfg.ServiceHealth; sh != nil {

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // UDPFlow is the part of a conntrack entry that stale-flow detection needs.
@@ -60,6 +61,20 @@ func StaleUDPFlows(snap *Snapshot, flows []UDPFlow) []UDPFlow {
 		}
 	}
 	return stale
+}
+
+// changesUDP reports whether a changed Service has a UDP port: only those
+// can leave UDP flows on endpoints that are gone, so other changes need not
+// list the (possibly large) conntrack table.
+func changesUDP(snap *Snapshot, changed map[types.NamespacedName]bool) bool {
+	for key := range changed {
+		for _, name := range snap.serviceKeys(key) {
+			if name.Protocol == v1.ProtocolUDP {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // ConntrackCleaner lists and deletes UDP conntrack entries for one family

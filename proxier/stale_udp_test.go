@@ -81,3 +81,30 @@ func TestSyncDeletesStaleUDPFlows(t *testing.T) {
 		t.Fatalf("after removing 198.51.100.68 want its flow deleted, got %v", ct.deleted)
 	}
 }
+
+// A change to a TCP-only Service does not list the conntrack table.
+func TestTCPChangeSkipsConntrack(t *testing.T) {
+	p, _ := newTestProxier(t)
+	ct := &countingConntrack{}
+	p.cfg.Conntrack = ct
+	p.OnServicesSynced()
+	p.OnEndpointSlicesSynced()
+	p.OnServiceAdd(webService)
+	p.OnEndpointSliceAdd(webSlice)
+	mustSync(t, p) // full: always cleans
+	if ct.lists != 1 {
+		t.Fatalf("full sync listed conntrack %d times, want 1", ct.lists)
+	}
+	scaled := webSlice.DeepCopy()
+	scaled.Endpoints = scaled.Endpoints[:1]
+	p.OnEndpointSliceUpdate(webSlice, scaled)
+	mustSync(t, p)
+	if ct.lists != 1 {
+		t.Fatalf("a TCP-only change listed conntrack (%d lists)", ct.lists)
+	}
+}
+
+type countingConntrack struct{ lists int }
+
+func (c *countingConntrack) ListUDP() ([]UDPFlow, error)   { c.lists++; return nil, nil }
+func (c *countingConntrack) Delete([]UDPFlow) (int, error) { return 0, nil }
