@@ -312,3 +312,29 @@ func TestFakeLoadsSampleRulesets(t *testing.T) {
 		}
 	}
 }
+
+// Each NAT target is refused outside the nat table, and only those.
+func TestFakeRestoreNATOnlyTargets(t *testing.T) {
+	natOnly := map[string]string{
+		"DNAT":       "--to-destination 1.2.3.4:80",
+		"SNAT":       "--to-source 1.2.3.4",
+		"MASQUERADE": "",
+		"REDIRECT":   "--to-ports 8080",
+	}
+	for target, opts := range natOnly {
+		rule := "-A POSTROUTING -p tcp -j " + target + " " + opts + "\n"
+		f := NewFake(IPv4)
+		if err := f.Restore(context.Background(), []byte("*nat\n"+rule+"COMMIT\n"), RestoreOptions{NoFlush: true}); err != nil {
+			t.Errorf("%s in nat: %v", target, err)
+		}
+		err := f.Restore(context.Background(), []byte("*filter\n"+strings.Replace(rule, "POSTROUTING", "FORWARD", 1)+"COMMIT\n"), RestoreOptions{NoFlush: true})
+		if want := "target " + target + " is only valid in the nat table, not filter"; err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s in filter: error = %v, want one containing %q", target, err, want)
+		}
+	}
+	f := NewFake(IPv4)
+	other := "*filter\n-A FORWARD -j MARK --set-xmark 0x1/0x1\n-A FORWARD -j LOG\n-A FORWARD -j REJECT\nCOMMIT\n"
+	if err := f.Restore(context.Background(), []byte(other), RestoreOptions{NoFlush: true}); err != nil {
+		t.Errorf("other targets in filter: %v", err)
+	}
+}

@@ -311,3 +311,119 @@ func TestNATRangeString(t *testing.T) {
 		t.Errorf("bare IPv6 address: %+v, %v", r, err)
 	}
 }
+
+// TestParseRuleArgsExact pins the parser's whole answer, error text or
+// parsed rule, for the corners the other tests leave open: which of two
+// faults is reported first, exact error texts, options that a later -m, the
+// target or an implicit protocol match takes, and every option of every
+// module and target at least once.
+func TestParseRuleArgsExact(t *testing.T) {
+	tests := []struct{ rule, want string }{
+		{"-m statistic ! --mode random --probability 0.5", "error: -m statistic --mode: cannot be negated"},
+		{"-m statistic --mode nth ! --every 2 ! --packet 1", "error: -m statistic --packet: cannot be negated"},
+		{"-m statistic --mode nth --every 2 --packet x", "error: -m statistic --packet: invalid number \"x\""},
+		{"-m statistic --mode nth --every -1", "error: -m statistic --every: invalid number \"-1\""},
+		{"-m statistic --mode random --probability 0.5 --every 2", "error: -m statistic --mode random needs --probability (and only that)"},
+		{"-m statistic --mode nth --every 2 ! --probability 2", "error: -m statistic --probability: probability \"2\" is not a number between 0 and 1"},
+		{"-m addrtype --dst-type LOCAL ! --limit-iface-in", "error: -m addrtype --limit-iface-in: cannot be negated"},
+		{"-m addrtype --dst-type LOCAL ! --limit-iface-out", "error: -m addrtype --limit-iface-out: cannot be negated"},
+		{"-m addrtype --dst-type LOCAL --limit-iface-in --limit-iface-out", "*iptables.AddrTypeMatch&{SrcType: DstType:LOCAL NegateSrc:false NegateDst:false LimitIfaceIn:true LimitIfaceOut:true}; target {Name: Goto:false NAT:<nil> ToPorts: Random:false RandomFully:false Persistent:false MarkValue:0 MarkMask:0 RejectWith: LogPrefix: LogLevel:}"},
+		{"-m addrtype --src-type", "error: option --src-type needs a value"},
+		{"-m recent --rcheck ! --name X", "error: -m recent --name: cannot be negated"},
+		{"-m recent ! --update --hitcount 3 --seconds 60 --rttl --name Y --rdest --rsource", "*iptables.RecentMatch&{Name:Y Mode:update Seconds:60 Hitcount:3 Reap:false RTTL:true Dest:false Mask: Negate:true}; target {Name: Goto:false NAT:<nil> ToPorts: Random:false RandomFully:false Persistent:false MarkValue:0 MarkMask:0 RejectWith: LogPrefix: LogLevel:}"},
+		{"-m recent --remove --name Z", "*iptables.RecentMatch&{Name:Z Mode:remove Seconds:0 Hitcount:0 Reap:false RTTL:false Dest:false Mask: Negate:false}; target {Name: Goto:false NAT:<nil> ToPorts: Random:false RandomFully:false Persistent:false MarkValue:0 MarkMask:0 RejectWith: LogPrefix: LogLevel:}"},
+		{"-m recent --set --update", "error: -m recent --update: only one of --set, --rcheck, --update, --remove is allowed"},
+		{"-m recent --rcheck --seconds x", "error: -m recent --seconds: invalid number \"x\""},
+		{"-m recent --rcheck --hitcount -2", "error: -m recent --hitcount: invalid number \"-2\""},
+		{"-m recent --rcheck --mask 255.255.0.x", "error: -m recent --mask: invalid mask \"255.255.0.x\""},
+		{"-m recent --rcheck ! --reap --seconds 5", "error: -m recent --reap: cannot be negated"},
+		{"-m recent --set --reap", "error: -m recent --seconds/--hitcount/--reap need --rcheck or --update"},
+		{"-m recent --remove --hitcount 2", "error: -m recent --seconds/--hitcount/--reap need --rcheck or --update"},
+		{"-m set --match-set \"\" src", "error: -m set --match-set: empty set name"},
+		{"-m set --match-set", "error: option --match-set needs a value"},
+		{"-m set --match-set X src,dst,src", "*iptables.SetMatch&{Name:X Flags:[src dst src] Negate:false}; target {Name: Goto:false NAT:<nil> ToPorts: Random:false RandomFully:false Persistent:false MarkValue:0 MarkMask:0 RejectWith: LogPrefix: LogLevel:}"},
+		{"-m set --match-set X src -m set ! --match-set Y dst", "*iptables.SetMatch&{Name:X Flags:[src] Negate:false}; *iptables.SetMatch&{Name:Y Flags:[dst] Negate:true}; target {Name: Goto:false NAT:<nil> ToPorts: Random:false RandomFully:false Persistent:false MarkValue:0 MarkMask:0 RejectWith: LogPrefix: LogLevel:}"},
+		{"-m conntrack --ctstate NEW --ctstate ESTABLISHED", "error: -m conntrack: option --ctstate given twice"},
+		{"-m conntrack ! --ctstate \"\"", "error: -m conntrack --ctstate: unknown state \"\""},
+		{"-m comment --comment", "error: option --comment needs a value"},
+		{"-m comment --comment \"\"", "*iptables.CommentMatch&{Comment:}; target {Name: Goto:false NAT:<nil> ToPorts: Random:false RandomFully:false Persistent:false MarkValue:0 MarkMask:0 RejectWith: LogPrefix: LogLevel:}"},
+		{"-m comment --comment a -m comment --comment b", "*iptables.CommentMatch&{Comment:a}; *iptables.CommentMatch&{Comment:b}; target {Name: Goto:false NAT:<nil> ToPorts: Random:false RandomFully:false Persistent:false MarkValue:0 MarkMask:0 RejectWith: LogPrefix: LogLevel:}"},
+		{"-m mark --mark 1 --mark 2", "error: -m mark: option --mark given twice"},
+		{"-m mark ! --mark 0x1/0x1", "*iptables.MarkMatch&{Value:1 Mask:1 Negate:true}; target {Name: Goto:false NAT:<nil> ToPorts: Random:false RandomFully:false Persistent:false MarkValue:0 MarkMask:0 RejectWith: LogPrefix: LogLevel:}"},
+		{"-m tcp -p tcp --dport 80 --dport 81", "error: -m tcp: option --dport given twice"},
+		{"-p tcp --dport 80 --dport 81", "error: -m tcp: option --dport given twice"},
+		{"-p tcp --dport 80 ! --destination-port 81", "*iptables.ProtocolMatch&{Protocol:tcp Negate:false}; *iptables.PortMatch&{Protocol:tcp Source:false Min:80 Max:80 Negate:false}; *iptables.PortMatch&{Protocol:tcp Source:false Min:81 Max:81 Negate:true}; target {Name: Goto:false NAT:<nil> ToPorts: Random:false RandomFully:false Persistent:false MarkValue:0 MarkMask:0 RejectWith: LogPrefix: LogLevel:}"},
+		{"-p tcp -m udp --dport 80", "error: -m udp needs -p udp"},
+		{"-p udp -m udp -m tcp --dport 80", "error: -m tcp needs -p tcp"},
+		{"-p sctp --sport 5 ! --source-port 6:7", "*iptables.ProtocolMatch&{Protocol:sctp Negate:false}; *iptables.PortMatch&{Protocol:sctp Source:true Min:5 Max:5 Negate:false}; *iptables.PortMatch&{Protocol:sctp Source:true Min:6 Max:7 Negate:true}; target {Name: Goto:false NAT:<nil> ToPorts: Random:false RandomFully:false Persistent:false MarkValue:0 MarkMask:0 RejectWith: LogPrefix: LogLevel:}"},
+		{"-p udp --dport 80 -m udp --dport 81", "*iptables.ProtocolMatch&{Protocol:udp Negate:false}; *iptables.PortMatch&{Protocol:udp Source:false Min:80 Max:80 Negate:false}; *iptables.PortMatch&{Protocol:udp Source:false Min:81 Max:81 Negate:false}; target {Name: Goto:false NAT:<nil> ToPorts: Random:false RandomFully:false Persistent:false MarkValue:0 MarkMask:0 RejectWith: LogPrefix: LogLevel:}"},
+		{"-p tcp --dport 80 -j ACCEPT --dport 81", "error: -m tcp: option --dport given twice"},
+		{"-p tcp -j DNAT --to-destination 10.0.0.1 --dport 80", "*iptables.ProtocolMatch&{Protocol:tcp Negate:false}; *iptables.PortMatch&{Protocol:tcp Source:false Min:80 Max:80 Negate:false}; target {Name:DNAT Goto:false NAT:10.0.0.1 ToPorts: Random:false RandomFully:false Persistent:false MarkValue:0 MarkMask:0 RejectWith: LogPrefix: LogLevel:} nat {MinAddr:10.0.0.1 MaxAddr:10.0.0.1 MinPort:0 MaxPort:0}"},
+		{"! -p tcp -m tcp --dport 80", "error: -m tcp needs -p tcp"},
+		{"-p all --dport 80", "error: unknown option --dport (not accepted by any loaded match or the target)"},
+		{"-p icmp --dport 80", "error: unknown option --dport (not accepted by any loaded match or the target)"},
+		{"-m tcp --dport", "error: option --dport needs a value"},
+		{"-m tcp ! --dport", "error: option --dport needs a value"},
+		{"-m", "error: option -m needs a value"},
+		{"-m nosuch", "error: unsupported match module \"nosuch\""},
+		{"-m tcp -m tcp -p tcp --dport 1 --dport 2", "error: -m tcp: option --dport given twice"},
+		{"-j DNAT ! --random --to-destination 1.2.3.4", "error: \"!\" cannot precede target option --random"},
+		{"-j DNAT --to-destination 1.2.3.4 --to-destination 1.2.3.5", "error: -j DNAT --to-destination: given twice"},
+		{"-j DNAT --to-destination 1.2.3.4 --random --persistent", "target {Name:DNAT Goto:false NAT:1.2.3.4 ToPorts: Random:true RandomFully:false Persistent:true MarkValue:0 MarkMask:0 RejectWith: LogPrefix: LogLevel:} nat {MinAddr:1.2.3.4 MaxAddr:1.2.3.4 MinPort:0 MaxPort:0}"},
+		{"-j DNAT --to-destination 1.2.3.4 --random-fully", "error: unknown option --random-fully (not accepted by any loaded match or the target)"},
+		{"-j DNAT --to-destination", "error: option --to-destination needs a value"},
+		{"-j DNAT --to-destination x", "error: -j DNAT --to-destination: invalid address in \"x\""},
+		{"-j SNAT --to-source 1.2.3.4 --random --random", "target {Name:SNAT Goto:false NAT:1.2.3.4 ToPorts: Random:true RandomFully:false Persistent:false MarkValue:0 MarkMask:0 RejectWith: LogPrefix: LogLevel:} nat {MinAddr:1.2.3.4 MaxAddr:1.2.3.4 MinPort:0 MaxPort:0}"},
+		{"-j SNAT --to-source 1.2.3.4 --to-source 1.2.3.5", "error: -j SNAT --to-source: given twice"},
+		{"-j MASQUERADE --to-ports 1000-2000 --random", "target {Name:MASQUERADE Goto:false NAT:<nil> ToPorts:1000-2000 Random:true RandomFully:false Persistent:false MarkValue:0 MarkMask:0 RejectWith: LogPrefix: LogLevel:}"},
+		{"-j MASQUERADE --to-ports 1000-2000 --to-ports 3000", "target {Name:MASQUERADE Goto:false NAT:<nil> ToPorts:3000 Random:false RandomFully:false Persistent:false MarkValue:0 MarkMask:0 RejectWith: LogPrefix: LogLevel:}"},
+		{"-j MASQUERADE --persistent", "error: unknown option --persistent (not accepted by any loaded match or the target)"},
+		{"-j REDIRECT --to-ports 8080 --random", "target {Name:REDIRECT Goto:false NAT:<nil> ToPorts:8080 Random:true RandomFully:false Persistent:false MarkValue:0 MarkMask:0 RejectWith: LogPrefix: LogLevel:}"},
+		{"-j REDIRECT --random-fully", "error: unknown option --random-fully (not accepted by any loaded match or the target)"},
+		{"-j MARK --set-mark 1 --set-mark 2", "error: -j MARK --set-mark: only one mark operation is allowed"},
+		{"-j MARK --set-xmark 0x1/0x1 --or-mark 2", "error: -j MARK --or-mark: only one mark operation is allowed"},
+		{"-j MARK --and-mark 1/2", "error: -j MARK --and-mark: takes no mask"},
+		{"-j MARK --xor-mark 1/2", "error: -j MARK --xor-mark: takes no mask"},
+		{"-j MARK --set-mark x", "error: -j MARK --set-mark: invalid mark \"x\""},
+		{"-j MARK ! --set-mark 1", "error: \"!\" cannot precede target option --set-mark"},
+		{"-j REJECT --reject-with tcp-reset --reject-with icmp-host-unreachable", "target {Name:REJECT Goto:false NAT:<nil> ToPorts: Random:false RandomFully:false Persistent:false MarkValue:0 MarkMask:0 RejectWith:icmp-host-unreachable LogPrefix: LogLevel:}"},
+		{"-j REJECT", "target {Name:REJECT Goto:false NAT:<nil> ToPorts: Random:false RandomFully:false Persistent:false MarkValue:0 MarkMask:0 RejectWith: LogPrefix: LogLevel:}"},
+		{"-j LOG --log-prefix \"p: \" --log-level 4 --log-tcp-sequence --log-tcp-options --log-ip-options --log-uid", "target {Name:LOG Goto:false NAT:<nil> ToPorts: Random:false RandomFully:false Persistent:false MarkValue:0 MarkMask:0 RejectWith: LogPrefix:p:  LogLevel:4}"},
+		{"-j LOG --log-level", "error: option --log-level needs a value"},
+		{"-j QUEUE", "target {Name:QUEUE Goto:false NAT:<nil> ToPorts: Random:false RandomFully:false Persistent:false MarkValue:0 MarkMask:0 RejectWith: LogPrefix: LogLevel:}"},
+		{"-j NOTRACK", "target {Name:NOTRACK Goto:false NAT:<nil> ToPorts: Random:false RandomFully:false Persistent:false MarkValue:0 MarkMask:0 RejectWith: LogPrefix: LogLevel:}"},
+		{"-j RETURN --random", "error: unknown option --random (not accepted by any loaded match or the target)"},
+		{"-g DNAT --to-destination 1.2.3.4", "target {Name:DNAT Goto:true NAT:1.2.3.4 ToPorts: Random:false RandomFully:false Persistent:false MarkValue:0 MarkMask:0 RejectWith: LogPrefix: LogLevel:} nat {MinAddr:1.2.3.4 MaxAddr:1.2.3.4 MinPort:0 MaxPort:0}"},
+		{"-j \"\"", "error: -j: invalid target \"\""},
+		{"-j -x", "error: -j: invalid target \"-x\""},
+		{"--jump X --goto Y", "error: more than one target"},
+		{"-j X --foo", "error: unknown option --foo (target X is a chain and takes no options)"},
+		{"-j X -m comment --comment c", "*iptables.CommentMatch&{Comment:c}; target {Name:X Goto:false NAT:<nil> ToPorts: Random:false RandomFully:false Persistent:false MarkValue:0 MarkMask:0 RejectWith: LogPrefix: LogLevel:}"},
+		{"-j DNAT -m tcp -p tcp --dport 80 --to-destination 1.2.3.4:80", "*iptables.ProtocolMatch&{Protocol:tcp Negate:false}; *iptables.PortMatch&{Protocol:tcp Source:false Min:80 Max:80 Negate:false}; target {Name:DNAT Goto:false NAT:1.2.3.4:80 ToPorts: Random:false RandomFully:false Persistent:false MarkValue:0 MarkMask:0 RejectWith: LogPrefix: LogLevel:} nat {MinAddr:1.2.3.4 MaxAddr:1.2.3.4 MinPort:80 MaxPort:80}"},
+		{"-j DNAT --to-destination 1.2.3.4:80 -m comment", "error: -m comment needs --comment"},
+		{"-j MARK", "error: -j MARK needs a mark operation"},
+		{"--foo", "error: unknown option --foo (not accepted by any loaded match or the target)"},
+		{"-x", "error: unsupported argument \"-x\""},
+		{"-p tcp -p tcp", "error: -p given twice"},
+		{"-p", "error: option -p needs a value"},
+		{"-i \"\"", "error: -i: invalid interface name \"\""},
+		{"-o eth0 --in-interface eth1 --out-interface eth2", "*iptables.IfaceMatch&{In:false Name:eth0 Negate:false}; *iptables.IfaceMatch&{In:true Name:eth1 Negate:false}; *iptables.IfaceMatch&{In:false Name:eth2 Negate:false}; target {Name: Goto:false NAT:<nil> ToPorts: Random:false RandomFully:false Persistent:false MarkValue:0 MarkMask:0 RejectWith: LogPrefix: LogLevel:}"},
+		{"-m comment --comment x ! -m tcp", "error: \"!\" cannot precede -m"},
+		{"-m conntrack --ctstate NEW,DNAT,SNAT,UNTRACKED,INVALID,RELATED,ESTABLISHED", "*iptables.ConntrackMatch&{States:[NEW DNAT SNAT UNTRACKED INVALID RELATED ESTABLISHED] Negate:false}; target {Name: Goto:false NAT:<nil> ToPorts: Random:false RandomFully:false Persistent:false MarkValue:0 MarkMask:0 RejectWith: LogPrefix: LogLevel:}"},
+	}
+	for _, tt := range tests {
+		args, err := SplitLine(tt.rule)
+		if err != nil {
+			t.Fatalf("SplitLine(%s): %v", tt.rule, err)
+		}
+		var got string
+		if spec, err := ParseRuleArgs(args); err != nil {
+			got = "error: " + err.Error()
+		} else {
+			got = dumpSpec(spec)
+		}
+		if got != tt.want {
+			t.Errorf("ParseRuleArgs(%s):\n got %s\nwant %s", tt.rule, got, tt.want)
+		}
+	}
+}
