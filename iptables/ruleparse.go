@@ -35,30 +35,32 @@ func IsStandardTarget(name string) bool {
 	return ok
 }
 
-// moduleOptions lists the match modules ParseRuleArgs understands with the
-// options each accepts (true: takes a value).
-var moduleOptions = map[string]map[string]bool{
-	"tcp":       {"--dport": true, "--destination-port": true, "--sport": true, "--source-port": true},
-	"udp":       {"--dport": true, "--destination-port": true, "--sport": true, "--source-port": true},
-	"sctp":      {"--dport": true, "--destination-port": true, "--sport": true, "--source-port": true},
-	"comment":   {"--comment": true},
-	"addrtype":  {"--src-type": true, "--dst-type": true, "--limit-iface-in": false, "--limit-iface-out": false},
-	"mark":      {"--mark": true},
-	"statistic": {"--mode": true, "--probability": true, "--every": true, "--packet": true},
-	"recent":    {"--name": true, "--set": false, "--rcheck": false, "--update": false, "--remove": false, "--seconds": true, "--hitcount": true, "--reap": false, "--rttl": false, "--rsource": false, "--rdest": false, "--mask": true},
-	"conntrack": {"--ctstate": true},
-	"set":       {"--match-set": true},
+// optionSpec says how an option of a match module or target is written.
+type optionSpec struct {
+	values    int  // how many values follow the option: 0, 1 or 2
+	negatable bool // whether "!" may precede it
 }
 
-var addrTypes = []string{"UNSPEC", "UNICAST", "LOCAL", "BROADCAST", "ANYCAST", "MULTICAST", "BLACKHOLE", "UNREACHABLE", "PROHIBIT", "THROW", "NAT", "XRESOLVE"}
+// optionArg is one option as written in a rule, its values read.
+type optionArg struct {
+	owner  string   // what took the option, e.g. "-m tcp", for error messages
+	name   string   // e.g. "--dport"
+	values []string // as many as its optionSpec says
+	negate bool
+}
 
-var ctStates = []string{"INVALID", "NEW", "ESTABLISHED", "RELATED", "UNTRACKED", "SNAT", "DNAT"}
+// value returns the option's first value, or "" for an option that takes none.
+func (o optionArg) value() string {
+	if len(o.values) == 0 {
+		return ""
+	}
+	return o.values[0]
+}
 
-// loadedModule is a -m module whose options are being read.
-type loadedModule struct {
-	name  string
-	match Match // the match being built; nil for tcp/udp/sctp, which add PortMatches
-	seen  map[string]bool
+// errorf reports a problem with the option's value, naming the option and
+// what took it: "-m tcp --dport: invalid port \"x\"".
+func (o optionArg) errorf(format string, a ...any) error {
+	return fmt.Errorf("%s %s: %s", o.owner, o.name, fmt.Sprintf(format, a...))
 }
 
 // ParseRuleArgs interprets a rule's arguments (those after "-A CHAIN").
@@ -78,7 +80,7 @@ type ruleParser struct {
 	args      []string
 	i         int
 	spec      *RuleSpec
-	modules   []*loadedModule
+	modules   []*moduleUse
 	protocol  *ProtocolMatch
 	hasTarget bool
 	markSet   bool // a MARK operation was given
@@ -90,6 +92,19 @@ func (p *ruleParser) value(opt string) (string, error) {
 	}
 	p.i++
 	return p.args[p.i], nil
+}
+
+// readOption reads the values that follow option opt.
+func (p *ruleParser) readOption(owner, opt string, spec optionSpec, negate bool) (optionArg, error) {
+	o := optionArg{owner: owner, name: opt, negate: negate}
+	for range spec.values {
+		v, err := p.value(opt)
+		if err != nil {
+			return optionArg{}, err
+		}
+		o.values = append(o.values, v)
+	}
+	return o, nil
 }
 
 func (p *ruleParser) parse() error {
@@ -162,7 +177,12 @@ func (p *ruleParser) option(opt string, negate bool) error {
 		if err != nil {
 			return err
 		}
-		return p.loadModule(v)
+		m, ok := matchModules[v]
+		if !ok {
+			return fmt.Errorf("unsupported match module %q", v)
+		}
+		p.loadModule(m)
+		return nil
 	case "-j", "--jump", "-g", "--goto":
 		if negate {
 			return fmt.Errorf("\"!\" cannot precede %s", opt)
@@ -192,18 +212,18 @@ func (p *ruleParser) option(opt string, negate bool) error {
 			return p.targetOption(opt)
 		}
 	}
-	for _, m := range slices.Backward(p.modules) {
-		if _, ok := moduleOptions[m.name][opt]; ok {
-			return p.moduleOption(m, opt, negate)
+	for _, u := range slices.Backward(p.modules) {
+		if _, ok := u.module.options[opt]; ok {
+			return p.moduleOption(u, opt, negate)
 		}
 	}
 	// Like iptables, -p tcp/udp/sctp implicitly loads that protocol's match.
 	if p.protocol != nil && !p.protocol.Negate {
-		if _, ok := moduleOptions[p.protocol.Protocol][opt]; ok {
-			if err := p.loadModule(p.protocol.Protocol); err != nil {
-				return err
+		if m, ok := matchModules[p.protocol.Protocol]; ok {
+			if _, ok := m.options[opt]; ok {
+				u := p.loadModule(m)
+				return p.moduleOption(u, opt, negate)
 			}
-			return p.moduleOption(p.modules[len(p.modules)-1], opt, negate)
 		}
 	}
 	if p.hasTarget && p.spec.Target.IsChain() {
@@ -212,182 +232,34 @@ func (p *ruleParser) option(opt string, negate bool) error {
 	return fmt.Errorf("unknown option %s (not accepted by any loaded match or the target)", opt)
 }
 
-func (p *ruleParser) loadModule(name string) error {
-	if _, ok := moduleOptions[name]; !ok {
-		return fmt.Errorf("unsupported match module %q", name)
+// loadModule adds a use of module m to the rule; its options follow.
+func (p *ruleParser) loadModule(m *matchModule) *moduleUse {
+	u := &moduleUse{module: m, seen: map[string]bool{}, rule: p.spec}
+	if m.newMatch != nil {
+		u.match = m.newMatch()
+		p.spec.Matches = append(p.spec.Matches, u.match)
 	}
-	m := &loadedModule{name: name, seen: map[string]bool{}}
-	switch name {
-	case "comment":
-		m.match = &CommentMatch{}
-	case "addrtype":
-		m.match = &AddrTypeMatch{}
-	case "mark":
-		m.match = &MarkMatch{}
-	case "statistic":
-		m.match = &StatisticMatch{}
-	case "recent":
-		m.match = &RecentMatch{Name: "DEFAULT"}
-	case "conntrack":
-		m.match = &ConntrackMatch{}
-	case "set":
-		m.match = &SetMatch{}
-	}
-	if m.match != nil {
-		p.spec.Matches = append(p.spec.Matches, m.match)
-	}
-	p.modules = append(p.modules, m)
-	return nil
+	p.modules = append(p.modules, u)
+	return u
 }
 
-func (p *ruleParser) moduleOption(m *loadedModule, opt string, negate bool) error {
-	if m.seen[opt] {
-		return fmt.Errorf("-m %s: option %s given twice", m.name, opt)
+// moduleOption reads option opt of module use u. What every module shares
+// is checked here, in this order: the option given twice, its values, a
+// negation it does not allow.
+func (p *ruleParser) moduleOption(u *moduleUse, opt string, negate bool) error {
+	if u.seen[opt] {
+		return fmt.Errorf("-m %s: option %s given twice", u.module.name, opt)
 	}
-	m.seen[opt] = true
-	var v string
-	if moduleOptions[m.name][opt] {
-		var err error
-		if v, err = p.value(opt); err != nil {
-			return err
-		}
+	u.seen[opt] = true
+	spec := u.module.options[opt]
+	o, err := p.readOption("-m "+u.module.name, opt, spec, negate)
+	if err != nil {
+		return err
 	}
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("-m %s %s: %s", m.name, opt, fmt.Sprintf(format, a...))
+	if negate && !spec.negatable {
+		return o.errorf("cannot be negated")
 	}
-	noNegate := func() error {
-		if negate {
-			return bad("cannot be negated")
-		}
-		return nil
-	}
-	switch mm := m.match.(type) {
-	case nil: // tcp, udp, sctp
-		lo, hi, err := parsePortRange(v)
-		if err != nil {
-			return bad("%v", err)
-		}
-		p.spec.Matches = append(p.spec.Matches, &PortMatch{Protocol: m.name, Source: opt == "--sport" || opt == "--source-port", Min: lo, Max: hi, Negate: negate})
-	case *CommentMatch:
-		mm.Comment = v
-		return noNegate()
-	case *AddrTypeMatch:
-		switch opt {
-		case "--src-type", "--dst-type":
-			for _, t := range strings.Split(v, ",") {
-				if !slices.Contains(addrTypes, t) {
-					return bad("unknown address type %q", t)
-				}
-			}
-			if opt == "--src-type" {
-				mm.SrcType, mm.NegateSrc = v, negate
-			} else {
-				mm.DstType, mm.NegateDst = v, negate
-			}
-		case "--limit-iface-in":
-			mm.LimitIfaceIn = true
-			return noNegate()
-		case "--limit-iface-out":
-			mm.LimitIfaceOut = true
-			return noNegate()
-		}
-	case *MarkMatch:
-		val, mask, err := parseMark(v)
-		if err != nil {
-			return bad("%v", err)
-		}
-		mm.Value, mm.Mask, mm.Negate = val, mask, negate
-	case *StatisticMatch:
-		if negate && opt != "--probability" && opt != "--every" {
-			return bad("cannot be negated")
-		}
-		switch opt {
-		case "--mode":
-			if v != "random" && v != "nth" {
-				return bad("unknown mode %q", v)
-			}
-			mm.Mode = v
-		case "--probability":
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil || f < 0 || f > 1 {
-				return bad("probability %q is not a number between 0 and 1", v)
-			}
-			mm.Probability, mm.Negate = f, negate
-		case "--every", "--packet":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 {
-				return bad("invalid number %q", v)
-			}
-			if opt == "--every" {
-				mm.Every, mm.Negate = n, negate
-			} else {
-				mm.Packet = n
-			}
-		}
-	case *RecentMatch:
-		switch opt {
-		case "--set", "--rcheck", "--update", "--remove":
-			if mm.Mode != "" {
-				return bad("only one of --set, --rcheck, --update, --remove is allowed")
-			}
-			mm.Mode, mm.Negate = opt[2:], negate
-			return nil
-		}
-		if err := noNegate(); err != nil {
-			return err
-		}
-		switch opt {
-		case "--name":
-			mm.Name = v
-		case "--seconds", "--hitcount":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 {
-				return bad("invalid number %q", v)
-			}
-			if opt == "--seconds" {
-				mm.Seconds = n
-			} else {
-				mm.Hitcount = n
-			}
-		case "--reap":
-			mm.Reap = true
-		case "--rttl":
-			mm.RTTL = true
-		case "--rsource":
-			mm.Dest = false
-		case "--rdest":
-			mm.Dest = true
-		case "--mask":
-			if _, err := netip.ParseAddr(v); err != nil {
-				return bad("invalid mask %q", v)
-			}
-			mm.Mask = v
-		}
-	case *ConntrackMatch:
-		for _, s := range strings.Split(v, ",") {
-			if !slices.Contains(ctStates, s) {
-				return bad("unknown state %q", s)
-			}
-			mm.States = append(mm.States, s)
-		}
-		mm.Negate = negate
-	case *SetMatch:
-		flags, err := p.value(opt)
-		if err != nil {
-			return err
-		}
-		if v == "" {
-			return bad("empty set name")
-		}
-		mm.Name, mm.Negate = v, negate
-		for _, f := range strings.Split(flags, ",") {
-			if f != "src" && f != "dst" {
-				return bad("flag %q is neither src nor dst", f)
-			}
-			mm.Flags = append(mm.Flags, f)
-		}
-	}
-	return nil
+	return u.module.setOption(u, o)
 }
 
 func (p *ruleParser) targetOption(opt string) error {
@@ -459,55 +331,12 @@ func (p *ruleParser) targetOption(opt string) error {
 
 // finish checks what can only be checked once all arguments are read.
 func (p *ruleParser) finish() error {
-	for _, m := range p.modules {
-		switch mm := m.match.(type) {
-		case nil:
-			if p.protocol == nil || p.protocol.Negate || p.protocol.Protocol != m.name {
-				return fmt.Errorf("-m %s needs -p %s", m.name, m.name)
-			}
-		case *CommentMatch:
-			if !m.seen["--comment"] {
-				return fmt.Errorf("-m comment needs --comment")
-			}
-		case *AddrTypeMatch:
-			if mm.SrcType == "" && mm.DstType == "" {
-				return fmt.Errorf("-m addrtype needs --src-type or --dst-type")
-			}
-		case *MarkMatch:
-			if !m.seen["--mark"] {
-				return fmt.Errorf("-m mark needs --mark")
-			}
-		case *StatisticMatch:
-			switch mm.Mode {
-			case "random":
-				if !m.seen["--probability"] || m.seen["--every"] || m.seen["--packet"] {
-					return fmt.Errorf("-m statistic --mode random needs --probability (and only that)")
-				}
-			case "nth":
-				if !m.seen["--every"] || m.seen["--probability"] {
-					return fmt.Errorf("-m statistic --mode nth needs --every (and no --probability)")
-				}
-			default:
-				return fmt.Errorf("-m statistic needs --mode")
-			}
-		case *RecentMatch:
-			if mm.Mode == "" {
-				return fmt.Errorf("-m recent needs one of --set, --rcheck, --update, --remove")
-			}
-			if (mm.Seconds != 0 || mm.Hitcount != 0 || mm.Reap) && (mm.Mode == "set" || mm.Mode == "remove") {
-				return fmt.Errorf("-m recent --seconds/--hitcount/--reap need --rcheck or --update")
-			}
-			if mm.Reap && mm.Seconds == 0 {
-				return fmt.Errorf("-m recent --reap needs --seconds")
-			}
-		case *ConntrackMatch:
-			if len(mm.States) == 0 {
-				return fmt.Errorf("-m conntrack needs --ctstate")
-			}
-		case *SetMatch:
-			if mm.Name == "" {
-				return fmt.Errorf("-m set needs --match-set")
-			}
+	for _, u := range p.modules {
+		if u.module.check == nil {
+			continue
+		}
+		if err := u.module.check(u); err != nil {
+			return err
 		}
 	}
 	t := p.spec.Target
