@@ -189,7 +189,7 @@ func (t *TableDump) checkRule(args []string) error {
 		if t.Chain(target) == nil {
 			return fmt.Errorf("jump to chain %s, which does not exist in table %s", target, t.Name)
 		}
-	case slices.Contains(natOnlyTargets, target) && t.Name != TableNAT:
+	case isNATOnlyTarget(target) && t.Name != TableNAT:
 		return fmt.Errorf("target %s is only valid in the nat table, not %s", target, t.Name)
 	}
 	return nil

@@ -33,7 +33,7 @@ type matchModule struct {
 type moduleUse struct {
 	module *matchModule
 	match  Match           // from module.newMatch; nil for tcp/udp/sctp
-	seen   map[string]bool // the options given so far
+	seen   map[string]bool // the options applied so far
 	rule   *RuleSpec       // the rule being built, for modules that add matches or look at others
 }
 
@@ -43,22 +43,11 @@ func (u *moduleUse) addMatch(m Match) {
 }
 
 // matchModules holds every module ParseRuleArgs understands, by name.
-var matchModules = registerModules(
+var matchModules = byName("match module", func(m *matchModule) string { return m.name },
 	portModule("tcp"), portModule("udp"), portModule("sctp"),
 	commentModule, addrTypeModule, markModule, statisticModule,
 	recentModule, conntrackModule, setModule,
 )
-
-func registerModules(modules ...*matchModule) map[string]*matchModule {
-	byName := make(map[string]*matchModule, len(modules))
-	for _, m := range modules {
-		if byName[m.name] != nil {
-			panic("iptables: match module " + m.name + " defined twice")
-		}
-		byName[m.name] = m
-	}
-	return byName
-}
 
 // needs returns a check that option opt was given.
 func needs(opt string) func(u *moduleUse) error {

@@ -8,33 +8,6 @@ import (
 	"strings"
 )
 
-// targetOptions lists the targets ParseRuleArgs understands besides user
-// chains, with the options each accepts (true: takes a value).
-var targetOptions = map[string]map[string]bool{
-	"ACCEPT":     {},
-	"DROP":       {},
-	"RETURN":     {},
-	"QUEUE":      {},
-	"NOTRACK":    {},
-	"DNAT":       {"--to-destination": true, "--random": false, "--persistent": false},
-	"SNAT":       {"--to-source": true, "--random": false, "--random-fully": false, "--persistent": false},
-	"MASQUERADE": {"--to-ports": true, "--random": false, "--random-fully": false},
-	"REDIRECT":   {"--to-ports": true, "--random": false},
-	"MARK":       {"--set-xmark": true, "--set-mark": true, "--or-mark": true, "--and-mark": true, "--xor-mark": true},
-	"REJECT":     {"--reject-with": true},
-	"LOG":        {"--log-prefix": true, "--log-level": true, "--log-tcp-sequence": false, "--log-tcp-options": false, "--log-ip-options": false, "--log-uid": false},
-}
-
-// natOnlyTargets may only be used in the nat table.
-var natOnlyTargets = []string{"DNAT", "SNAT", "MASQUERADE", "REDIRECT"}
-
-// IsStandardTarget reports whether name is a verdict or a target extension
-// known to ParseRuleArgs, rather than a user-defined chain.
-func IsStandardTarget(name string) bool {
-	_, ok := targetOptions[name]
-	return ok
-}
-
 // optionSpec says how an option of a match module or target is written.
 type optionSpec struct {
 	values    int  // how many values follow the option: 0, 1 or 2
@@ -63,6 +36,20 @@ func (o optionArg) errorf(format string, a ...any) error {
 	return fmt.Errorf("%s %s: %s", o.owner, o.name, fmt.Sprintf(format, a...))
 }
 
+// byName indexes the definitions of match modules or targets by name. A
+// name defined twice is a programming error, caught when the package loads.
+func byName[D any](kind string, nameOf func(D) string, defs ...D) map[string]D {
+	m := make(map[string]D, len(defs))
+	for _, d := range defs {
+		name := nameOf(d)
+		if _, dup := m[name]; dup {
+			panic("iptables: " + kind + " " + name + " defined twice")
+		}
+		m[name] = d
+	}
+	return m
+}
+
 // ParseRuleArgs interprets a rule's arguments (those after "-A CHAIN").
 // It returns an error naming the argument for anything it does not
 // understand: unknown options, unknown -m modules, a value missing, a
@@ -83,7 +70,7 @@ type ruleParser struct {
 	modules   []*moduleUse
 	protocol  *ProtocolMatch
 	hasTarget bool
-	markSet   bool // a MARK operation was given
+	target    *targetUse // the target when it is not a user chain
 }
 
 func (p *ruleParser) value(opt string) (string, error) {
@@ -199,17 +186,17 @@ func (p *ruleParser) option(opt string, negate bool) error {
 		}
 		p.hasTarget = true
 		p.spec.Target = Target{Name: v, Goto: opt == "-g" || opt == "--goto"}
+		if def, ok := targets[v]; ok {
+			p.target = &targetUse{def: def, target: &p.spec.Target, seen: map[string]bool{}}
+		}
 		return nil
 	}
 	if !strings.HasPrefix(opt, "--") {
 		return fmt.Errorf("unsupported argument %q", opt)
 	}
-	if p.hasTarget {
-		if _, ok := targetOptions[p.spec.Target.Name][opt]; ok {
-			if negate {
-				return fmt.Errorf("\"!\" cannot precede target option %s", opt)
-			}
-			return p.targetOption(opt)
+	if p.target != nil {
+		if _, ok := p.target.def.options[opt]; ok {
+			return p.targetOption(p.target, opt, negate)
 		}
 	}
 	for _, u := range slices.Backward(p.modules) {
@@ -250,7 +237,6 @@ func (p *ruleParser) moduleOption(u *moduleUse, opt string, negate bool) error {
 	if u.seen[opt] {
 		return fmt.Errorf("-m %s: option %s given twice", u.module.name, opt)
 	}
-	u.seen[opt] = true
 	spec := u.module.options[opt]
 	o, err := p.readOption("-m "+u.module.name, opt, spec, negate)
 	if err != nil {
@@ -259,73 +245,27 @@ func (p *ruleParser) moduleOption(u *moduleUse, opt string, negate bool) error {
 	if negate && !spec.negatable {
 		return o.errorf("cannot be negated")
 	}
-	return u.module.setOption(u, o)
+	if err := u.module.setOption(u, o); err != nil {
+		return err
+	}
+	u.seen[opt] = true
+	return nil
 }
 
-func (p *ruleParser) targetOption(opt string) error {
-	t := &p.spec.Target
-	var v string
-	if targetOptions[t.Name][opt] {
-		var err error
-		if v, err = p.value(opt); err != nil {
-			return err
-		}
+// targetOption reads option opt of the rule's target. No target option
+// may be negated.
+func (p *ruleParser) targetOption(u *targetUse, opt string, negate bool) error {
+	if negate {
+		return fmt.Errorf("\"!\" cannot precede target option %s", opt)
 	}
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("-j %s %s: %s", t.Name, opt, fmt.Sprintf(format, a...))
+	o, err := p.readOption("-j "+u.def.name, opt, u.def.options[opt], false)
+	if err != nil {
+		return err
 	}
-	switch opt {
-	case "--to-destination", "--to-source":
-		if t.NAT != nil {
-			return bad("given twice")
-		}
-		r, err := parseNATRange(v)
-		if err != nil {
-			return bad("%v", err)
-		}
-		t.NAT = r
-	case "--to-ports":
-		if _, _, err := parsePortRange(strings.Replace(v, "-", ":", 1)); err != nil {
-			return bad("%v", err)
-		}
-		t.ToPorts = v
-	case "--random":
-		t.Random = true
-	case "--random-fully":
-		t.RandomFully = true
-	case "--persistent":
-		t.Persistent = true
-	case "--set-xmark", "--set-mark", "--or-mark", "--and-mark", "--xor-mark":
-		if p.markSet {
-			return bad("only one mark operation is allowed")
-		}
-		p.markSet = true
-		val, mask, err := parseMark(v)
-		if err != nil {
-			return bad("%v", err)
-		}
-		if strings.Contains(v, "/") && opt != "--set-xmark" && opt != "--set-mark" {
-			return bad("takes no mask")
-		}
-		switch opt {
-		case "--set-xmark":
-			t.MarkValue, t.MarkMask = val, mask
-		case "--set-mark":
-			t.MarkValue, t.MarkMask = val, mask|val
-		case "--or-mark":
-			t.MarkValue, t.MarkMask = val, val
-		case "--and-mark":
-			t.MarkValue, t.MarkMask = 0, ^val
-		case "--xor-mark":
-			t.MarkValue, t.MarkMask = val, 0
-		}
-	case "--reject-with":
-		t.RejectWith = v
-	case "--log-prefix":
-		t.LogPrefix = v
-	case "--log-level":
-		t.LogLevel = v
+	if err := u.def.setOption(u, o); err != nil {
+		return err
 	}
+	u.seen[opt] = true
 	return nil
 }
 
@@ -339,20 +279,8 @@ func (p *ruleParser) finish() error {
 			return err
 		}
 	}
-	t := p.spec.Target
-	switch t.Name {
-	case "DNAT":
-		if t.NAT == nil {
-			return fmt.Errorf("-j DNAT needs --to-destination")
-		}
-	case "SNAT":
-		if t.NAT == nil {
-			return fmt.Errorf("-j SNAT needs --to-source")
-		}
-	case "MARK":
-		if !p.markSet {
-			return fmt.Errorf("-j MARK needs a mark operation")
-		}
+	if u := p.target; u != nil && u.def.check != nil {
+		return u.def.check(u)
 	}
 	return nil
 }
