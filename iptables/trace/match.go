@@ -1,7 +1,6 @@
 package trace
 
 import (
-	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -54,30 +53,30 @@ func (t *tracer) match(st state, m iptables.Match) (ok, maybe bool, err error) {
 	case *iptables.ProtocolMatch:
 		return (m.Protocol == "all" || m.Protocol == strings.ToLower(p.Protocol)) != m.Negate, false, nil
 	case *iptables.IfaceMatch:
-		iface, field := p.OutIface, "OutIface"
+		iface, field, need := p.OutIface, "OutIface", ErrNeedOutIface
 		if m.In {
-			iface, field = p.InIface, "InIface"
+			iface, field, need = p.InIface, "InIface", ErrNeedInIface
 			if p.Origin == Local {
 				// Locally generated packets have no input interface.
 				return m.Negate, false, nil
 			}
 		}
 		if iface == "" {
-			return false, false, fmt.Errorf("rule tests the interface (%s); set Packet.%s", m.Name, field)
+			return false, false, errorOf(need, "rule tests the interface (%s); set Packet.%s", m.Name, field)
 		}
 		return m.Matches(iface), false, nil
 	case *iptables.PortMatch:
 		port := p.DstPort
 		if m.Source {
 			if p.SrcPort == 0 {
-				return false, false, fmt.Errorf("rule tests the source port; set Packet.SrcPort")
+				return false, false, errorOf(ErrNeedSrcPort, "rule tests the source port; set Packet.SrcPort")
 			}
 			port = p.SrcPort
 		}
 		return m.Matches(port), false, nil
 	case *iptables.AddrTypeMatch:
 		if m.LimitIfaceIn || m.LimitIfaceOut {
-			return false, false, fmt.Errorf("-m addrtype --limit-iface-in/out is not supported by the tracer")
+			return false, false, errorOf(ErrUnsupported, "-m addrtype --limit-iface-in/out is not supported by the tracer")
 		}
 		ok := true
 		for _, c := range []struct {
@@ -92,7 +91,7 @@ func (t *tracer) match(st state, m iptables.Match) (ok, maybe bool, err error) {
 				continue
 			}
 			if c.types != "LOCAL" {
-				return false, false, fmt.Errorf("-m addrtype type %s is not supported by the tracer (only LOCAL)", c.types)
+				return false, false, errorOf(ErrUnsupported, "-m addrtype type %s is not supported by the tracer (only LOCAL)", c.types)
 			}
 			ok = ok && c.local != c.negate
 		}
@@ -124,11 +123,11 @@ func (t *tracer) match(st state, m iptables.Match) (ok, maybe bool, err error) {
 		return hit != m.Negate, false, nil
 	case *iptables.SetMatch:
 		if len(m.Flags) != 1 {
-			return false, false, fmt.Errorf("-m set %s %s: only single-dimension sets are supported by the tracer", m.Name, strings.Join(m.Flags, ","))
+			return false, false, errorOf(ErrUnsupported, "-m set %s %s: only single-dimension sets are supported by the tracer", m.Name, strings.Join(m.Flags, ","))
 		}
 		members, found := t.ctx.Sets[m.Name]
 		if !found {
-			return false, false, fmt.Errorf("-m set: set %s is not in the trace Context", m.Name)
+			return false, false, errorOf(ErrUnknownSet, "-m set: set %s is not in the trace Context", m.Name)
 		}
 		addr := p.Dst
 		if m.Flags[0] == "src" {
@@ -137,5 +136,5 @@ func (t *tracer) match(st state, m iptables.Match) (ok, maybe bool, err error) {
 		in := slices.ContainsFunc(members, func(pfx netip.Prefix) bool { return pfx.Contains(addr) })
 		return in != m.Negate, false, nil
 	}
-	return false, false, fmt.Errorf("match %T is not supported by the tracer", m)
+	return false, false, errorOf(ErrUnsupported, "match %T is not supported by the tracer", m)
 }

@@ -15,7 +15,11 @@
 // explored both ways, so the result is the set of possible outcomes. The
 // tracer never guesses: a rule it cannot evaluate exactly (an unknown match,
 // an -i test on a packet without InIface, a set not in the Context) is an
-// error naming the rule, as is a jump loop deeper than MaxDepth.
+// error naming the rule, as is a jump loop deeper than MaxDepth. An error
+// about a test the tracer cannot decide wraps ErrNeedInIface,
+// ErrNeedOutIface, ErrNeedSrcPort, ErrUnsupported or ErrUnknownSet, so that
+// a caller can tell with errors.Is what would help without reading the
+// message (their documentation lists the errors that have no such kind).
 package trace
 
 import (
@@ -217,7 +221,7 @@ func (t *tracer) target(st state, table *iptables.TableDump, chain *iptables.Cha
 	case "DNAT":
 		r := tg.NAT
 		if r.MinAddr != r.MaxAddr || r.MinPort != r.MaxPort {
-			return nil, fmt.Errorf("DNAT to a range (%s) is not supported", r)
+			return nil, errorOf(ErrUnsupported, "DNAT to a range (%s) is not supported", r)
 		}
 		st.pkt.Dst = r.MinAddr
 		if r.MinPort != 0 {
@@ -230,7 +234,7 @@ func (t *tracer) target(st state, table *iptables.TableDump, chain *iptables.Cha
 		return []result{{st, iptables.TargetAccept}}, nil
 	}
 	if !tg.IsChain() {
-		return nil, fmt.Errorf("target %s is not supported by the tracer", tg.Name)
+		return nil, errorOf(ErrUnsupported, "target %s is not supported by the tracer", tg.Name)
 	}
 	sub := table.Chain(tg.Name)
 	if sub == nil {

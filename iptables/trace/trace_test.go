@@ -1,6 +1,7 @@
 package trace
 
 import (
+	"errors"
 	"net/netip"
 	"os"
 	"slices"
@@ -535,5 +536,91 @@ func TestEndpointsSortsByAddress(t *testing.T) {
 	}
 	if got, want := Verdicts(outcomes), []string{"ACCEPT", "DROP"}; !slices.Equal(got, want) {
 		t.Errorf("Verdicts = %q, want %q", got, want)
+	}
+}
+
+// Each kind of undecidable rule is recognisable with errors.Is through the
+// whole Trace call, also from a chain reached by a jump (two layers of the
+// tracer's own wrapping), and only as its own kind; the message is the
+// tracer's sentence about the rule, unchanged by the kind.
+func TestTraceErrorKinds(t *testing.T) {
+	kinds := []error{ErrNeedInIface, ErrNeedOutIface, ErrNeedSrcPort, ErrUnsupported, ErrUnknownSet}
+	tests := []struct {
+		name  string
+		rules string
+		ctx   Context
+		kind  error  // nil: an error of no kind
+		msg   string // the whole error, or its end after ": "
+	}{{
+		name:  "input interface",
+		rules: "*nat\n-A PREROUTING -i eth0 -j ACCEPT\nCOMMIT\n",
+		kind:  ErrNeedInIface,
+		msg:   "trace: nat/PREROUTING rule 0 (-A PREROUTING -i eth0 -j ACCEPT): rule tests the interface (eth0); set Packet.InIface",
+	}, {
+		name:  "output interface, in a chain reached by a jump",
+		rules: "*filter\n:KUBE-FORWARD - [0:0]\n-A FORWARD -j KUBE-FORWARD\n-A KUBE-FORWARD ! -o cni+ -j DROP\nCOMMIT\n",
+		kind:  ErrNeedOutIface,
+		msg: "trace: filter/FORWARD rule 0 (-A FORWARD -j KUBE-FORWARD): " +
+			"trace: filter/KUBE-FORWARD rule 0 (-A KUBE-FORWARD ! -o cni+ -j DROP): rule tests the interface (cni+); set Packet.OutIface",
+	}, {
+		name:  "source port",
+		rules: "*filter\n-A FORWARD -p tcp --sport 1000:2000 -j DROP\nCOMMIT\n",
+		kind:  ErrNeedSrcPort,
+		msg:   "rule tests the source port; set Packet.SrcPort",
+	}, {
+		name:  "set not in the context",
+		rules: "*filter\n-A FORWARD -m set --match-set KUBE-X dst -j DROP\nCOMMIT\n",
+		kind:  ErrUnknownSet,
+		msg:   "-m set: set KUBE-X is not in the trace Context",
+	}, {
+		name:  "addrtype --limit-iface-in",
+		rules: "*filter\n-A FORWARD -m addrtype --dst-type LOCAL --limit-iface-in -j DROP\nCOMMIT\n",
+		kind:  ErrUnsupported,
+		msg:   "-m addrtype --limit-iface-in/out is not supported by the tracer",
+	}, {
+		name:  "addrtype other than LOCAL",
+		rules: "*filter\n-A FORWARD -m addrtype --dst-type BROADCAST -j DROP\nCOMMIT\n",
+		kind:  ErrUnsupported,
+		msg:   "-m addrtype type BROADCAST is not supported by the tracer (only LOCAL)",
+	}, {
+		name:  "two-dimensional set",
+		rules: "*filter\n-A FORWARD -m set --match-set KUBE-X dst,dst -j DROP\nCOMMIT\n",
+		ctx:   Context{Sets: map[string][]netip.Prefix{"KUBE-X": nil}},
+		kind:  ErrUnsupported,
+		msg:   "-m set KUBE-X dst,dst: only single-dimension sets are supported by the tracer",
+	}, {
+		name:  "target extension the tracer does not model",
+		rules: "*nat\n-A PREROUTING -p tcp -j REDIRECT --to-ports 8080\nCOMMIT\n",
+		kind:  ErrUnsupported,
+		msg:   "target REDIRECT is not supported by the tracer",
+	}, {
+		name:  "DNAT to a range",
+		rules: "*nat\n-A PREROUTING -p tcp -j DNAT --to-destination 10.0.0.1-10.0.0.2:80\nCOMMIT\n",
+		kind:  ErrUnsupported,
+		msg:   "DNAT to a range (10.0.0.1-10.0.0.2:80) is not supported",
+	}, {
+		name:  "a rule the parser rejects has no kind",
+		rules: "*filter\n-A FORWARD -m physdev --physdev-is-bridged -j DROP\nCOMMIT\n",
+		msg:   `unsupported match module "physdev"`,
+	}, {
+		name:  "a loop has no kind",
+		rules: "*filter\n:A - [0:0]\n-A FORWARD -j A\n-A A -j A\nCOMMIT\n",
+		msg:   "a loop through chain A?",
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Trace(parseDump(t, tt.rules), tt.ctx, tcpPort("10.0.0.1", "8.8.8.8", 53, Incoming))
+			if err == nil {
+				t.Fatalf("Trace succeeded, want an error")
+			}
+			if got := err.Error(); got != tt.msg && !strings.HasSuffix(got, ": "+tt.msg) {
+				t.Errorf("error = %q, want %q or one ending in \": %s\"", got, tt.msg, tt.msg)
+			}
+			for _, k := range kinds {
+				if got, want := errors.Is(err, k), k == tt.kind; got != want {
+					t.Errorf("errors.Is(%q, %q) = %v, want %v", err, k, got, want)
+				}
+			}
+		})
 	}
 }
