@@ -5,7 +5,8 @@
 //   - a model of iptables-save / iptables-restore text (Dump, TableDump,
 //     Chain, Rule) and a parser for both (ParseDump, ParseRestore), plus
 //     ParseRuleArgs, which turns a rule's arguments into a typed RuleSpec so
-//     that nothing downstream has to re-interpret strings;
+//     that nothing downstream has to re-interpret strings (each -m module it
+//     knows is one definition in modules.go, each target one in targets.go);
 //   - Interface, the handful of operations the proxier needs, with a real
 //     implementation (New) over a tiny exec seam (Executor);
 //   - Fake, a stateful in-memory Interface that applies restore input with
