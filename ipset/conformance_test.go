@@ -208,7 +208,7 @@ func TestConformanceFake(t *testing.T) {
 func TestConformanceRunnerOverSeam(t *testing.T) {
 	m := newMemOps()
 	checkConformance(t, harness{
-		iface:      newRunner(m),
+		iface:      newNetlinkSets(m),
 		markInUse:  func(_ *testing.T, n string) { m.sets[n].refs++ },
 		clearInUse: func(_ *testing.T, n string) { m.sets[n].refs-- },
 	})

@@ -17,7 +17,7 @@ import (
 )
 
 // ops is the seam between the logic in this file and the kernel: the few netlink operations the
-// runner needs, returning the kernel's raw errors (syscall.Errno or nl.IPSetError). nlOps is the
+// netlinkSets needs, returning the kernel's raw errors (syscall.Errno or nl.IPSetError). nlOps is the
 // real implementation; tests substitute an in-memory one.
 type ops interface {
 	create(name, typ string, opts netlink.IpsetCreateOptions) error
@@ -34,9 +34,9 @@ type ops interface {
 // what vishvananda/netlink parses (newer revisions add bucketsize/initval, which it logs about).
 var revisions = map[SetType]uint8{HashNet: 4, HashIP: 2}
 
-// runner is the real Interface. It serialises its operations with one mutex so that two
+// netlinkSets is the real Interface. It serialises its operations with one mutex so that two
 // ReplaceMembers calls for the same set never share a temporary set.
-type runner struct {
+type netlinkSets struct {
 	ops ops
 	// session, when set, returns the ops ReplaceMembers uses for its many requests (one socket
 	// for all of them) and a function that releases it.
@@ -46,7 +46,7 @@ type runner struct {
 	comments map[string]string // set name → Comment given to EnsureSet
 }
 
-var _ Interface = &runner{}
+var _ Interface = &netlinkSets{}
 
 // New returns an Interface that manages sets through netlink in the network namespace of the
 // calling OS thread at the time of each call: every call opens its own netlink socket(s) there
@@ -54,7 +54,7 @@ var _ Interface = &runner{}
 // never runs the ipset binary.
 // Creating the Interface does no I/O; errors appear on the first call that reaches the kernel.
 func New() Interface {
-	r := newRunner(nlOps{})
+	r := newNetlinkSets(nlOps{})
 	r.session = netlinkSession
 	return r
 }
@@ -73,7 +73,7 @@ func netlinkSession() (ops, func(), error) {
 // thread's network namespace, like the netlink package-level functions.
 var pkgHandle = &netlink.Handle{}
 
-func newRunner(o ops) *runner { return &runner{ops: o, comments: map[string]string{}} }
+func newNetlinkSets(o ops) *netlinkSets { return &netlinkSets{ops: o, comments: map[string]string{}} }
 
 func familyNumber(f Family) uint8 {
 	if f == IPv6 {
@@ -93,7 +93,7 @@ func familyFromKernel(n uint8) (Family, error) {
 }
 
 // EnsureSet implements Interface.
-func (r *runner) EnsureSet(set Set) error {
+func (r *netlinkSets) EnsureSet(set Set) error {
 	set, err := normalizeSet(set)
 	if err != nil {
 		return setErr("ensure", set.Name, err)
@@ -140,7 +140,7 @@ func familyString(n uint8) string {
 // swap destroys the temporary set and leaves the live set alone. Failure to destroy the temporary
 // set after a successful swap is only logged: the new members are live, and the next call (or
 // Cleanup) removes it.
-func (r *runner) ReplaceMembers(name string, members []netip.Prefix) error {
+func (r *netlinkSets) ReplaceMembers(name string, members []netip.Prefix) error {
 	if err := validateName(name); err != nil {
 		return setErr("replace", name, err)
 	}
@@ -158,7 +158,7 @@ func (r *runner) ReplaceMembers(name string, members []netip.Prefix) error {
 	return setErr("replace", name, r.replace(o, name, members))
 }
 
-func (r *runner) replace(o ops, name string, members []netip.Prefix) error {
+func (r *netlinkSets) replace(o ops, name string, members []netip.Prefix) error {
 	live, err := o.list(name)
 	if err != nil {
 		return mapErr(err)
@@ -221,7 +221,7 @@ func (r *runner) replace(o ops, name string, members []netip.Prefix) error {
 
 // commentFor picks the entry comment for name: the Comment given to EnsureSet, or else the
 // comment the existing members carry (a set created by an earlier process).
-func (r *runner) commentFor(name string, entries []netlink.IPSetEntry) string {
+func (r *netlinkSets) commentFor(name string, entries []netlink.IPSetEntry) string {
 	if c, ok := r.comments[name]; ok {
 		return c
 	}
@@ -242,7 +242,7 @@ func discard(o ops, name, tmp string) {
 }
 
 // ListMembers implements Interface.
-func (r *runner) ListMembers(name string) ([]netip.Prefix, error) {
+func (r *netlinkSets) ListMembers(name string) ([]netip.Prefix, error) {
 	if err := validateName(name); err != nil {
 		return nil, setErr("list", name, err)
 	}
@@ -257,7 +257,7 @@ func (r *runner) ListMembers(name string) ([]netip.Prefix, error) {
 }
 
 // ListSets implements Interface.
-func (r *runner) ListSets() ([]string, error) {
+func (r *netlinkSets) ListSets() ([]string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	names, err := r.ops.names()
@@ -269,7 +269,7 @@ func (r *runner) ListSets() ([]string, error) {
 }
 
 // Destroy implements Interface.
-func (r *runner) Destroy(name string) error {
+func (r *netlinkSets) Destroy(name string) error {
 	if err := validateName(name); err != nil {
 		// An empty name must never reach the kernel: without a name, DESTROY destroys every set.
 		return setErr("destroy", name, err)

@@ -193,7 +193,7 @@ func TestRootSyncVerifiedWithIpsetBinary(t *testing.T) {
 	needBinaries(t, "ipset")
 	inNetNS(t, func(ns string) {
 		counter := &countingOps{ops: nlOps{}}
-		iface := newRunner(counter)
+		iface := newNetlinkSets(counter)
 		desired := proxyDesired()
 		if err := SyncSets(iface, desired); err != nil {
 			t.Fatal(err)

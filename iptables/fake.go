@@ -22,7 +22,7 @@ type Fake struct {
 	// RandomFully is what HasRandomFully reports; true by default.
 	RandomFully bool
 	// BackendName is what Backend reports; "nft" by default.
-	BackendName string
+	BackendName Backend
 }
 
 var _ Interface = &Fake{}
@@ -34,7 +34,7 @@ func NewFake(family Family) *Fake {
 	for _, t := range []Table{TableFilter, TableNAT, TableMangle} {
 		d.Tables = append(d.Tables, newTableDump(t))
 	}
-	return &Fake{family: family, dump: d, RandomFully: true, BackendName: string(BackendNFT)}
+	return &Fake{family: family, dump: d, RandomFully: true, BackendName: BackendNFT}
 }
 
 // Restore implements Interface. With opts.Test nothing changes.
@@ -174,7 +174,7 @@ func (f *Fake) DeleteChain(_ context.Context, table Table, chain string) error {
 func (f *Fake) HasRandomFully() bool { return f.RandomFully }
 
 // Backend implements Interface.
-func (f *Fake) Backend() string { return f.BackendName }
+func (f *Fake) Backend() Backend { return f.BackendName }
 
 // IsIPv6 implements Interface.
 func (f *Fake) IsIPv6() bool { return f.family == IPv6 }

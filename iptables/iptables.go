@@ -80,8 +80,8 @@ type Interface interface {
 	DeleteChain(ctx context.Context, table Table, chain string) error
 	// HasRandomFully reports whether MASQUERADE --random-fully is available.
 	HasRandomFully() bool
-	// Backend returns "nft" or "legacy".
-	Backend() string
+	// Backend returns BackendNFT or BackendLegacy.
+	Backend() Backend
 	// IsIPv6 reports whether this instance drives ip6tables.
 	IsIPv6() bool
 }

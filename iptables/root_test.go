@@ -103,7 +103,7 @@ func TestRealMatchesFake(t *testing.T) {
 			if err != nil {
 				t.Fatalf("New: %v", err)
 			}
-			if real.Backend() != string(be) || real.IsIPv6() || !real.HasRandomFully() {
+			if real.Backend() != be || real.IsIPv6() || !real.HasRandomFully() {
 				t.Errorf("Backend %q, IsIPv6 %v, HasRandomFully %v", real.Backend(), real.IsIPv6(), real.HasRandomFully())
 			}
 			fake := NewFake(IPv4)
@@ -266,7 +266,7 @@ func TestRealDetectBackend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if auto.Backend() != string(BackendLegacy) {
+	if auto.Backend() != BackendLegacy {
 		t.Errorf("auto-detected %q in a namespace whose KUBE- chains are legacy", auto.Backend())
 	}
 }

@@ -9,12 +9,14 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/svcproxy/svcproxy/iptables"
+	"github.com/svcproxy/svcproxy/proxier/model"
+	"github.com/svcproxy/svcproxy/proxier/rules"
 )
 
 // ApplyRequest is one sync's worth of work for Apply.
 type ApplyRequest struct {
-	Snapshot *Snapshot
-	Config   *NodeConfig
+	Snapshot *model.Snapshot
+	Config   *rules.NodeConfig
 	// Full rewrites every service chain and re-ensures the jumps from the
 	// built-in chains; otherwise only Changed services' chains are written.
 	Full    bool
@@ -41,13 +43,13 @@ func (e *ApplyError) Unwrap() error { return e.Err }
 // iptables-restore --noflush. On a full sync it first ensures the jumps from
 // the built-in chains (which the restore input cannot own). Any error leaves
 // the previous rules in place: iptables-restore applies all or nothing.
-func Apply(ctx context.Context, ipt iptables.Interface, req ApplyRequest) (*Rendered, error) {
+func Apply(ctx context.Context, ipt iptables.Interface, req ApplyRequest) (*rules.Rendered, error) {
 	if req.Full {
 		if err := EnsureJumps(ctx, ipt, req.Config); err != nil {
 			return nil, &ApplyError{Step: "ensure jumps", Err: err}
 		}
 	}
-	opts := RenderOptions{Full: req.Full, Changed: req.Changed}
+	opts := rules.RenderOptions{Full: req.Full, Changed: req.Changed}
 	if !req.Full && req.KnownChains != nil {
 		for c := range req.KnownChains {
 			opts.ExistingNATChains = append(opts.ExistingNATChains, c)
@@ -57,7 +59,7 @@ func Apply(ctx context.Context, ipt iptables.Interface, req ApplyRequest) (*Rend
 	}
 	// (If the save fails, nothing stale is deleted this time; the rules
 	// themselves can still be written.)
-	rendered := Render(req.Snapshot, req.Config, opts)
+	rendered := rules.Render(req.Snapshot, req.Config, opts)
 	if err := ipt.Restore(ctx, rendered.Data, iptables.RestoreOptions{NoFlush: true, Counters: true}); err != nil {
 		return rendered, &ApplyError{Step: "restore", Err: err}
 	}
@@ -66,10 +68,10 @@ func Apply(ctx context.Context, ipt iptables.Interface, req ApplyRequest) (*Rend
 
 // EnsureJumps creates our top-level chains and the jumps into them from the
 // built-in chains, in kube-proxy's order (each prepended).
-func EnsureJumps(ctx context.Context, ipt iptables.Interface, cfg *NodeConfig) error {
-	jumps := append(Jumps(), KubeletJumps()...)
+func EnsureJumps(ctx context.Context, ipt iptables.Interface, cfg *rules.NodeConfig) error {
+	jumps := append(rules.Jumps(), rules.KubeletJumps()...)
 	if cfg.PodEgress != nil {
-		jumps = append(jumps, PodEgressJump())
+		jumps = append(jumps, rules.PodEgressJump())
 	}
 	var errs []error
 	for _, j := range jumps {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/svcproxy/svcproxy/iptables"
+	"github.com/svcproxy/svcproxy/proxier/rules"
 )
 
 // canaryTables are where KUBE-PROXY-CANARY lives. If any copy disappears,
@@ -15,7 +16,7 @@ var canaryTables = []iptables.Table{iptables.TableMangle, iptables.TableNAT, ipt
 // EnsureCanaries creates the canary chains.
 func EnsureCanaries(ctx context.Context, ipt iptables.Interface) error {
 	for _, t := range canaryTables {
-		if err := ipt.EnsureChain(ctx, t, ChainProxyCanary); err != nil {
+		if err := ipt.EnsureChain(ctx, t, rules.ChainProxyCanary); err != nil {
 			return err
 		}
 	}
@@ -29,17 +30,17 @@ func EnsureCanaries(ctx context.Context, ipt iptables.Interface) error {
 // once, which is harmless: a full sync follows.)
 func CanariesPresent(ctx context.Context, ipt iptables.Interface) (bool, error) {
 	for _, t := range canaryTables {
-		ok, err := ipt.ChainExists(ctx, t, ChainProxyCanary)
+		ok, err := ipt.ChainExists(ctx, t, rules.ChainProxyCanary)
 		if err != nil || !ok {
 			return false, err
 		}
 	}
-	for _, j := range Jumps() {
-		if j.To != ChainServices {
+	for _, j := range rules.Jumps() {
+		if j.To != rules.ChainServices {
 			continue
 		}
 		table := iptables.Table(j.Table)
-		if ok, err := ipt.ChainExists(ctx, table, ChainServices); err != nil || !ok {
+		if ok, err := ipt.ChainExists(ctx, table, rules.ChainServices); err != nil || !ok {
 			return false, err
 		}
 		existed, err := ipt.EnsureRule(ctx, iptables.Prepend, table, j.From, j.Args...)

@@ -6,18 +6,18 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/svcproxy/svcproxy/ipset"
 	"github.com/svcproxy/svcproxy/iptables"
+	"github.com/svcproxy/svcproxy/proxier/rules"
 )
 
 // ownedChains are the top-level chains svcproxy and kube-proxy (iptables
 // mode) create, per table. KUBE-FIREWALL is kubelet's and is left alone.
 var ownedChains = map[iptables.Table][]string{
-	iptables.TableNAT:    {ChainServices, ChainNodePorts, ChainPostrouting, ChainMarkMasq, ChainProxyCanary, ChainPodEgress},
-	iptables.TableFilter: {ChainServices, ChainExternalServices, ChainForward, ChainNodePorts, ChainProxyFirewall, ChainProxyCanary},
-	iptables.TableMangle: {ChainProxyCanary},
+	iptables.TableNAT:    {rules.ChainServices, rules.ChainNodePorts, rules.ChainPostrouting, rules.ChainMarkMasq, rules.ChainProxyCanary, rules.ChainPodEgress},
+	iptables.TableFilter: {rules.ChainServices, rules.ChainExternalServices, rules.ChainForward, rules.ChainNodePorts, rules.ChainProxyFirewall, rules.ChainProxyCanary},
+	iptables.TableMangle: {rules.ChainProxyCanary},
 }
 
 // Cleanup removes every rule, chain and ipset that svcproxy or kube-proxy in
@@ -89,7 +89,7 @@ func jumpTarget(args []string) string {
 }
 
 func isOwnedChain(table iptables.Table, chain string) bool {
-	return slices.Contains(ownedChains[table], chain) || (table == iptables.TableNAT && IsServiceChain(chain))
+	return slices.Contains(ownedChains[table], chain) || (table == iptables.TableNAT && rules.IsServiceChain(chain))
 }
 
 // cleanupRestore flushes and deletes every chain of ours that exists.
@@ -114,22 +114,4 @@ func cleanupRestore(table iptables.Table, existing []string) []byte {
 	}
 	b.WriteString("COMMIT\n")
 	return b.Bytes()
-}
-
-// SyncIPSets writes cfg.IPSets through sets (creating, refilling or
-// re-creating each set as needed).
-func SyncIPSets(sets ipset.Interface, cfg *NodeConfig) error {
-	if len(cfg.IPSets) == 0 {
-		return nil
-	}
-	family := ipset.IPv4
-	if cfg.isIPv6() {
-		family = ipset.IPv6
-	}
-	desired := map[string]ipset.Desired{}
-	for name, members := range cfg.IPSets {
-		desired[name] = ipset.Desired{Type: ipset.HashNet, Family: family, Members: members,
-			Comment: "svcproxy " + strings.ToLower(strings.TrimPrefix(name, ipset.Prefix))}
-	}
-	return ipset.SyncSets(sets, desired)
 }

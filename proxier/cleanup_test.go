@@ -7,16 +7,20 @@ import (
 
 	"github.com/svcproxy/svcproxy/ipset"
 	"github.com/svcproxy/svcproxy/iptables"
+	"github.com/svcproxy/svcproxy/proxier/rules"
+	"github.com/svcproxy/svcproxy/proxier/rules/rulestest"
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
 )
 
 func TestCleanupRemovesEverythingOurs(t *testing.T) {
 	ctx := context.Background()
-	ipt := applyToFake(t, scenarioNamed(t, "external-local"))
+	ipt := applyToFake(t, []*v1.Service{lbService}, []*discovery.EndpointSlice{lbSlice})
 	if err := EnsureCanaries(ctx, ipt); err != nil {
 		t.Fatal(err)
 	}
 	// A jump written by another kube-proxy version, with another comment.
-	if _, err := ipt.EnsureRule(ctx, iptables.Append, iptables.TableNAT, "OUTPUT", "-m", "comment", "--comment", "old comment", "-j", ChainServices); err != nil {
+	if _, err := ipt.EnsureRule(ctx, iptables.Append, iptables.TableNAT, "OUTPUT", "-m", "comment", "--comment", "old comment", "-j", rules.ChainServices); err != nil {
 		t.Fatal(err)
 	}
 	// Someone else's chain and rule must survive.
@@ -27,7 +31,7 @@ func TestCleanupRemovesEverythingOurs(t *testing.T) {
 		t.Fatal(err)
 	}
 	sets := ipset.NewFake()
-	cfg := testNodeConfig()
+	cfg := rulestest.NodeConfig()
 	cfg.IPSets = map[string][]netip.Prefix{ipset.PodCIDRsSet: {netip.MustParsePrefix("198.51.100.0/24")}}
 	if err := SyncIPSets(sets, cfg); err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/svcproxy/svcproxy/proxier/model"
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -32,7 +33,7 @@ var _ Handlers = &Proxier{}
 
 // proxyLabelSelector is kube-proxy's: objects handed to another proxy, and
 // headless services' slices, are never even received.
-const proxyLabelSelector = "!" + LabelServiceProxyName + ",!service.kubernetes.io/headless"
+const proxyLabelSelector = "!" + model.LabelServiceProxyName + ",!service.kubernetes.io/headless"
 
 // StartInformers starts Service, EndpointSlice and (this node's) Node
 // informers feeding h, and calls the *Synced handlers once each initial

@@ -10,6 +10,9 @@ import (
 	discovery "k8s.io/api/discovery/v1"
 
 	"github.com/svcproxy/svcproxy/iptables"
+	"github.com/svcproxy/svcproxy/proxier/model/testobj"
+	"github.com/svcproxy/svcproxy/proxier/rules"
+	"github.com/svcproxy/svcproxy/proxier/rules/rulestest"
 )
 
 // recorder is a Handlers that lists the calls it gets.
@@ -43,10 +46,10 @@ func TestMultiHandlersRoutesSlicesByAddressType(t *testing.T) {
 	v4, v6 := &recorder{}, &recorder{}
 	m := MultiHandlers{v1.IPv4Protocol: v4, v1.IPv6Protocol: v6}
 
-	svc := service("demo", "web", "203.0.113.10")
-	s4 := slice("demo", "web", "web-v4", tcpPort("http", 8080), endpoint("198.51.100.2"))
-	s6 := slice("demo", "web", "web-v6", tcpPort("http", 8080), endpoint("2001:db8:1::2"))
-	fqdn := slice("demo", "web", "web-fqdn", tcpPort("http", 8080))
+	svc := testobj.Service("demo", "web", "203.0.113.10")
+	s4 := testobj.Slice("demo", "web", "web-v4", testobj.TCPPort("http", 8080), testobj.Endpoint("198.51.100.2"))
+	s6 := testobj.Slice("demo", "web", "web-v6", testobj.TCPPort("http", 8080), testobj.Endpoint("2001:db8:1::2"))
+	fqdn := testobj.Slice("demo", "web", "web-fqdn", testobj.TCPPort("http", 8080))
 	fqdn.AddressType = discovery.AddressTypeFQDN
 	node := &v1.Node{}
 	node.Name = "node1"
@@ -81,24 +84,24 @@ func TestMultiHandlersRoutesSlicesByAddressType(t *testing.T) {
 func TestMultiHandlersSingleFamily(t *testing.T) {
 	v4 := &recorder{}
 	m := MultiHandlers{v1.IPv4Protocol: v4}
-	m.OnServiceAdd(service("demo", "web", "203.0.113.10"))
-	m.OnEndpointSliceAdd(slice("demo", "web", "web-v6", tcpPort("http", 8080), endpoint("2001:db8:1::2")))
-	m.OnEndpointSliceAdd(slice("demo", "web", "web-v4", tcpPort("http", 8080), endpoint("198.51.100.2")))
+	m.OnServiceAdd(testobj.Service("demo", "web", "203.0.113.10"))
+	m.OnEndpointSliceAdd(testobj.Slice("demo", "web", "web-v6", testobj.TCPPort("http", 8080), testobj.Endpoint("2001:db8:1::2")))
+	m.OnEndpointSliceAdd(testobj.Slice("demo", "web", "web-v4", testobj.TCPPort("http", 8080), testobj.Endpoint("198.51.100.2")))
 	if want := []string{"svc-add web", "slice-add web-v4"}; !slices.Equal(v4.calls, want) {
 		t.Errorf("IPv4 handlers got %q, want %q", v4.calls, want)
 	}
-	MultiHandlers{}.OnEndpointSliceAdd(slice("demo", "web", "web-v4", tcpPort("http", 8080), endpoint("198.51.100.2")))
+	MultiHandlers{}.OnEndpointSliceAdd(testobj.Slice("demo", "web", "web-v4", testobj.TCPPort("http", 8080), testobj.Endpoint("198.51.100.2")))
 }
 
 // Two real Proxiers behind one fan-out, as the daemon runs them on a
 // dual-stack node: a dual-stack Service is programmed in each family's
 // tables with that family's cluster IP and endpoints only.
 func TestMultiHandlersDualStackProxiers(t *testing.T) {
-	newProxier := func(family v1.IPFamily, ipt *iptables.Fake, nc *NodeConfig) *Proxier {
+	newProxier := func(family v1.IPFamily, ipt *iptables.Fake, nc *rules.NodeConfig) *Proxier {
 		t.Helper()
 		p, err := New(Config{
 			IPTables:      ipt,
-			NodeConfig:    func(*v1.Node) *NodeConfig { return nc },
+			NodeConfig:    func(*v1.Node) *rules.NodeConfig { return nc },
 			SyncPeriod:    30e9,
 			MinSyncPeriod: 1e9,
 		})
@@ -110,27 +113,27 @@ func TestMultiHandlersDualStackProxiers(t *testing.T) {
 		}
 		return p
 	}
-	nc6 := testNodeConfig()
+	nc6 := rulestest.NodeConfig()
 	nc6.Family = v1.IPv6Protocol
 	nc6.NodeIPs = []netip.Addr{netip.MustParseAddr("2001:db8::11")}
-	nc6.LocalDetector = DetectByCIDR(netip.MustParsePrefix("2001:db8:1::/64"))
+	nc6.LocalDetector = rules.DetectByCIDR(netip.MustParsePrefix("2001:db8:1::/64"))
 	nc6.LocalhostNodePorts = false
 	ipt4, ipt6 := iptables.NewFake(iptables.IPv4), iptables.NewFake(iptables.IPv6)
-	p4 := newProxier(v1.IPv4Protocol, ipt4, testNodeConfig())
+	p4 := newProxier(v1.IPv4Protocol, ipt4, rulestest.NodeConfig())
 	p6 := newProxier(v1.IPv6Protocol, ipt6, nc6)
 	m := MultiHandlers{v1.IPv4Protocol: p4, v1.IPv6Protocol: p6}
 
-	dual := service("demo", "web", "203.0.113.10", nodePort("http", v1.ProtocolTCP, 80, 30080))
+	dual := testobj.Service("demo", "web", "203.0.113.10", testobj.NodePort("http", v1.ProtocolTCP, 80, 30080))
 	dual.Spec.ClusterIPs = []string{"203.0.113.10", "2001:db8:5::10"}
 	dual.Spec.IPFamilies = []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol}
-	only4 := service("demo", "legacy", "203.0.113.20", port("http", v1.ProtocolTCP, 80))
+	only4 := testobj.Service("demo", "legacy", "203.0.113.20", testobj.Port("http", v1.ProtocolTCP, 80))
 	m.OnServicesSynced()
 	m.OnEndpointSlicesSynced()
 	m.OnServiceAdd(dual)
 	m.OnServiceAdd(only4)
-	m.OnEndpointSliceAdd(slice("demo", "web", "web-v4", tcpPort("http", 8080), endpoint("198.51.100.2")))
-	m.OnEndpointSliceAdd(slice("demo", "web", "web-v6", tcpPort("http", 8080), endpoint("2001:db8:1::2"), endpoint("2001:db8:1::3")))
-	m.OnEndpointSliceAdd(slice("demo", "legacy", "legacy-v4", tcpPort("http", 8080), endpoint("198.51.100.3")))
+	m.OnEndpointSliceAdd(testobj.Slice("demo", "web", "web-v4", testobj.TCPPort("http", 8080), testobj.Endpoint("198.51.100.2")))
+	m.OnEndpointSliceAdd(testobj.Slice("demo", "web", "web-v6", testobj.TCPPort("http", 8080), testobj.Endpoint("2001:db8:1::2"), testobj.Endpoint("2001:db8:1::3")))
+	m.OnEndpointSliceAdd(testobj.Slice("demo", "legacy", "legacy-v4", testobj.TCPPort("http", 8080), testobj.Endpoint("198.51.100.3")))
 	mustSync(t, p4)
 	mustSync(t, p6)
 

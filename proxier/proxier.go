@@ -16,9 +16,11 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/svcproxy/svcproxy/iptables"
-	"github.com/svcproxy/svcproxy/proxier/healthz"
+	"github.com/svcproxy/svcproxy/proxier/async"
+	"github.com/svcproxy/svcproxy/proxier/healthcheck"
 	"github.com/svcproxy/svcproxy/proxier/metrics"
-	"github.com/svcproxy/svcproxy/proxier/runner"
+	"github.com/svcproxy/svcproxy/proxier/model"
+	"github.com/svcproxy/svcproxy/proxier/rules"
 )
 
 // fullSyncPeriod forces a full sync now and then even without failures, as
@@ -28,17 +30,17 @@ const fullSyncPeriod = time.Hour
 // Config configures a Proxier.
 type Config struct {
 	IPTables iptables.Interface
-	// NodeConfig derives the rendering configuration from this node's Node
+	// rules.NodeConfig derives the rendering configuration from this node's Node
 	// object (nil until the Node is seen). It is called on every Node change.
-	NodeConfig func(node *v1.Node) *NodeConfig
+	NodeConfig func(node *v1.Node) *rules.NodeConfig
 	// SyncPeriod is the longest time between syncs (and the canary check
 	// interval); MinSyncPeriod the shortest.
 	SyncPeriod, MinSyncPeriod time.Duration
 	// Health, when set, is told about queued changes and finished syncs.
-	Health *healthz.ProxyHealth
+	Health *healthcheck.ProxyHealth
 	// Sets, when set, is called before every apply to bring ipsets that the
 	// rules reference up to date (a rule must never refer to a missing set).
-	Sets func(ctx context.Context, cfg *NodeConfig) error
+	Sets func(ctx context.Context, cfg *rules.NodeConfig) error
 	// ServiceHealth, when set, serves the health-check node ports of
 	// externalTrafficPolicy Local load balancers; it is updated after every
 	// successful sync.
@@ -76,8 +78,8 @@ func (c *Config) Validate() error {
 type Proxier struct {
 	cfg     Config
 	family  v1.IPFamily
-	tracker *ChangeTracker
-	runner  *runner.Runner
+	tracker *model.ChangeTracker
+	runner  *async.BoundedFrequencyRunner
 	clock   clock.Clock
 	// log carries ipFamily, so dual-stack logs tell the two proxiers apart.
 	log klog.Logger
@@ -87,13 +89,13 @@ type Proxier struct {
 	fullRequested atomic.Bool
 
 	nodeMu   sync.Mutex
-	nodeConf *NodeConfig
+	nodeConf *rules.NodeConfig
 
 	// Owned by the sync goroutine.
-	snapshot      *Snapshot
+	snapshot      *model.Snapshot
 	needFullSync  bool
 	lastFullSync  time.Time
-	lastNodeConf  *NodeConfig
+	lastNodeConf  *rules.NodeConfig
 	lastLargeMode bool
 	// lastActiveChains are the per-service chains the last successful sync
 	// left in place; partial syncs find stale chains from them.
@@ -116,14 +118,14 @@ func New(cfg Config) (*Proxier, error) {
 		cfg:          cfg,
 		family:       nodeConf.Family,
 		log:          klog.Background().WithValues("ipFamily", nodeConf.Family),
-		tracker:      NewChangeTracker(nodeConf.Family),
+		tracker:      model.NewChangeTracker(nodeConf.Family),
 		clock:        cfg.Clock,
 		nodeConf:     nodeConf,
-		snapshot:     &Snapshot{Services: map[ServicePortName]*ServicePort{}, Endpoints: map[ServicePortName][]*Endpoint{}},
+		snapshot:     model.NewSnapshot(),
 		needFullSync: true,
 	}
 	retry := min(cfg.SyncPeriod, time.Second*30)
-	r, err := runner.New("sync-proxy-rules-"+string(p.family), p.syncProxyRules, cfg.MinSyncPeriod, retry, cfg.SyncPeriod, cfg.Clock)
+	r, err := async.NewBoundedFrequencyRunner("sync-proxy-rules-"+string(p.family), p.syncProxyRules, cfg.MinSyncPeriod, retry, cfg.SyncPeriod, cfg.Clock)
 	if err != nil {
 		return nil, err
 	}
@@ -220,7 +222,7 @@ func (p *Proxier) OnNodeChange(node *v1.Node) {
 	}
 }
 
-func (p *Proxier) currentNodeConfig() *NodeConfig {
+func (p *Proxier) currentNodeConfig() *rules.NodeConfig {
 	p.nodeMu.Lock()
 	defer p.nodeMu.Unlock()
 	return p.nodeConf
@@ -247,7 +249,7 @@ func (p *Proxier) syncProxyRules() error {
 		p.cfg.Problems(problems)
 	}
 	// Crossing the large-cluster threshold changes every chain's comments.
-	largeMode := countEndpoints(p.snapshot) > largeClusterEndpointsThreshold
+	largeMode := rules.LargeMode(p.snapshot)
 	full = full || largeMode != p.lastLargeMode
 	metrics.ServiceChangesPending.Set(0)
 	metrics.EndpointChangesPending.Set(0)
@@ -283,20 +285,20 @@ func (p *Proxier) syncProxyRules() error {
 	if p.cfg.Health != nil {
 		p.cfg.Health.Updated(p.family)
 	}
-	if p.cfg.Conntrack != nil && (full || changesUDP(p.snapshot, changed)) {
+	if p.cfg.Conntrack != nil && (full || model.ChangesUDP(p.snapshot, changed)) {
 		p.cleanStaleUDPFlows()
 	}
 	if sh := p.cfg.ServiceHealth; sh != nil {
-		if err := sh.SyncServices(HealthCheckNodePorts(p.snapshot)); err != nil {
+		if err := sh.SyncServices(model.HealthCheckNodePorts(p.snapshot)); err != nil {
 			p.log.Error(err, "Failed to open service health checks")
 		}
-		sh.SyncEndpoints(LocalReadyEndpoints(p.snapshot, nodeConf.Topology.NodeName))
+		sh.SyncEndpoints(model.LocalReadyEndpoints(p.snapshot, nodeConf.Topology.NodeName))
 	}
 	p.log.V(2).Info("Synced proxy rules", "full", full, "changedServices", len(changed), "elapsed", p.clock.Since(start))
 	return nil
 }
 
-func (p *Proxier) apply(ctx context.Context, nodeConf *NodeConfig, full bool, changed map[types.NamespacedName]bool) error {
+func (p *Proxier) apply(ctx context.Context, nodeConf *rules.NodeConfig, full bool, changed map[types.NamespacedName]bool) error {
 	family := string(p.family)
 	if p.cfg.Sets != nil {
 		if err := p.cfg.Sets(ctx, nodeConf); err != nil {
@@ -335,7 +337,7 @@ func (p *Proxier) cleanStaleUDPFlows() {
 		p.log.Error(err, "Failed to list conntrack entries; stale UDP flows stay")
 		return
 	}
-	stale := StaleUDPFlows(p.snapshot, flows)
+	stale := model.StaleUDPFlows(p.snapshot, flows)
 	deleted, err := p.cfg.Conntrack.Delete(stale)
 	if err != nil {
 		p.log.Error(err, "Failed to delete stale UDP conntrack entries", "deleted", deleted, "stale", len(stale))

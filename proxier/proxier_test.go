@@ -4,17 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"reflect"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/svcproxy/svcproxy/iptables"
+	"github.com/svcproxy/svcproxy/proxier/model"
+	"github.com/svcproxy/svcproxy/proxier/model/testobj"
+	"github.com/svcproxy/svcproxy/proxier/rules"
+	"github.com/svcproxy/svcproxy/proxier/rules/rulestest"
 )
 
 func newTestProxier(t *testing.T) (*Proxier, *iptables.Fake) {
@@ -22,7 +24,7 @@ func newTestProxier(t *testing.T) (*Proxier, *iptables.Fake) {
 	ipt := iptables.NewFake(iptables.IPv4)
 	p, err := New(Config{
 		IPTables:      ipt,
-		NodeConfig:    func(*v1.Node) *NodeConfig { return testNodeConfig() },
+		NodeConfig:    func(*v1.Node) *rules.NodeConfig { return rulestest.NodeConfig() },
 		SyncPeriod:    30e9,
 		MinSyncPeriod: 1e9,
 	})
@@ -74,13 +76,13 @@ func TestNoRulesBeforeInformersSynced(t *testing.T) {
 func TestFirstSyncIsFullAndEnsuresJumps(t *testing.T) {
 	_, ipt := syncedWithWeb(t)
 
-	for _, j := range Jumps() {
+	for _, j := range rules.Jumps() {
 		chain := ipt.Dump().Chain(iptables.Table(j.Table), j.From)
 		if chain == nil || !hasRuleTo(chain, j.To) {
 			t.Errorf("missing jump %s/%s -> %s", j.Table, j.From, j.To)
 		}
 	}
-	if natChain(ipt, ClusterPolicyChain(webPortName)) == nil {
+	if natChain(ipt, rules.ClusterPolicyChain(testobj.WebPortName)) == nil {
 		t.Fatalf("KUBE-SVC chain for demo/web not written")
 	}
 }
@@ -98,8 +100,8 @@ func TestPartialSyncWritesOnlyChangedServices(t *testing.T) {
 	p, ipt := newTestProxier(t)
 	p.OnServicesSynced()
 	p.OnEndpointSlicesSynced()
-	shop := service("demo", "shop", "203.0.113.20", port("http", v1.ProtocolTCP, 80))
-	shopSlice := slice("demo", "shop", "shop-1", tcpPort("http", 8080), endpoint("198.51.100.4"))
+	shop := testobj.Service("demo", "shop", "203.0.113.20", testobj.Port("http", v1.ProtocolTCP, 80))
+	shopSlice := testobj.Slice("demo", "shop", "shop-1", testobj.TCPPort("http", 8080), testobj.Endpoint("198.51.100.4"))
 	p.OnServiceAdd(webService)
 	p.OnEndpointSliceAdd(webSlice)
 	p.OnServiceAdd(shop)
@@ -108,22 +110,22 @@ func TestPartialSyncWritesOnlyChangedServices(t *testing.T) {
 
 	// Scale shop: only its chains may appear in the next restore.
 	scaled := shopSlice.DeepCopy()
-	scaled.Endpoints = append(scaled.Endpoints, endpoint("198.51.100.7"))
+	scaled.Endpoints = append(scaled.Endpoints, testobj.Endpoint("198.51.100.7"))
 	p.OnEndpointSliceUpdate(shopSlice, scaled)
 	mustSync(t, p)
 	last := string(ipt.LastRestore())
-	if strings.Contains(last, ":"+ClusterPolicyChain(webPortName)) {
+	if strings.Contains(last, ":"+rules.ClusterPolicyChain(testobj.WebPortName)) {
 		t.Errorf("partial sync rewrote unchanged demo/web chains:\n%s", last)
 	}
-	shopName := ServicePortName{NamespacedName: types.NamespacedName{Namespace: "demo", Name: "shop"}, Port: "http", Protocol: v1.ProtocolTCP}
-	if !strings.Contains(last, ":"+ClusterPolicyChain(shopName)) {
+	shopName := model.ServicePortName{NamespacedName: types.NamespacedName{Namespace: "demo", Name: "shop"}, Port: "http", Protocol: v1.ProtocolTCP}
+	if !strings.Contains(last, ":"+rules.ClusterPolicyChain(shopName)) {
 		t.Errorf("partial sync did not write demo/shop chains:\n%s", last)
 	}
 	// demo/web's chains are still in the kernel and still referenced.
-	if natChain(ipt, ClusterPolicyChain(webPortName)) == nil {
+	if natChain(ipt, rules.ClusterPolicyChain(testobj.WebPortName)) == nil {
 		t.Fatalf("demo/web chain vanished after a partial sync")
 	}
-	if got := len(natChain(ipt, ClusterPolicyChain(shopName)).Rules); got != 3 {
+	if got := len(natChain(ipt, rules.ClusterPolicyChain(shopName)).Rules); got != 3 {
 		t.Errorf("demo/shop KUBE-SVC has %d rules, want 3 (masq + 2 endpoints)", got)
 	}
 }
@@ -134,7 +136,7 @@ func TestDeletedServiceChainsAreRemoved(t *testing.T) {
 	p.OnEndpointSliceDelete(webSlice)
 	mustSync(t, p)
 	for _, c := range ipt.Dump().Table(iptables.TableNAT).Chains {
-		if IsServiceChain(c.Name) {
+		if rules.IsServiceChain(c.Name) {
 			t.Errorf("stale chain %s left behind", c.Name)
 		}
 	}
@@ -192,10 +194,10 @@ func TestRestoreFailureKeepsOldRulesAndForcesFullSync(t *testing.T) {
 		t.Fatal("a failed sync must make the next one full")
 	}
 	mustSync(t, p)
-	if !strings.Contains(string(ipt.LastRestore()), ":"+ClusterPolicyChain(webPortName)) {
+	if !strings.Contains(string(ipt.LastRestore()), ":"+rules.ClusterPolicyChain(testobj.WebPortName)) {
 		t.Fatal("retry after failure was not a full sync")
 	}
-	if got := len(natChain(ipt, ClusterPolicyChain(webPortName)).Rules); got != 2 {
+	if got := len(natChain(ipt, rules.ClusterPolicyChain(testobj.WebPortName)).Rules); got != 2 {
 		t.Errorf("after retry KUBE-SVC has %d rules, want 2 (masq + 1 endpoint)", got)
 	}
 }
@@ -206,12 +208,12 @@ func TestInvalidServiceDoesNotBlockOthers(t *testing.T) {
 	p.cfg.Problems = func(err error) { reported = append(reported, err) }
 	p.OnServicesSynced()
 	p.OnEndpointSlicesSynced()
-	bad := service("demo", "bad", "203.0.113.99", port("http", "ICMP", 80))
+	bad := testobj.Service("demo", "bad", "203.0.113.99", testobj.Port("http", "ICMP", 80))
 	p.OnServiceAdd(bad)
 	p.OnServiceAdd(webService)
 	p.OnEndpointSliceAdd(webSlice)
 	mustSync(t, p)
-	if natChain(ipt, ClusterPolicyChain(webPortName)) == nil {
+	if natChain(ipt, rules.ClusterPolicyChain(testobj.WebPortName)) == nil {
 		t.Fatal("a bad Service stopped a good one from being programmed")
 	}
 	if len(reported) != 1 || !strings.Contains(reported[0].Error(), "Service demo/bad: spec.ports[0].protocol") {
@@ -225,7 +227,7 @@ func TestCanaryDetectsFlush(t *testing.T) {
 	if err := EnsureCanaries(ctx, ipt); err != nil {
 		t.Fatal(err)
 	}
-	if err := EnsureJumps(ctx, ipt, testNodeConfig()); err != nil {
+	if err := EnsureJumps(ctx, ipt, rulestest.NodeConfig()); err != nil {
 		t.Fatal(err)
 	}
 	if ok, _ := CanariesPresent(ctx, ipt); !ok {
@@ -241,7 +243,7 @@ func TestCanaryDetectsFlush(t *testing.T) {
 	if err := EnsureCanaries(ctx, ipt); err != nil {
 		t.Fatal(err)
 	}
-	if err := EnsureJumps(ctx, ipt, testNodeConfig()); err != nil {
+	if err := EnsureJumps(ctx, ipt, rulestest.NodeConfig()); err != nil {
 		t.Fatal(err)
 	}
 	for _, chain := range []string{"PREROUTING", "OUTPUT"} {
@@ -254,7 +256,7 @@ func TestCanaryDetectsFlush(t *testing.T) {
 	}
 
 	// Likewise for the filter table, after the full sync's EnsureJumps.
-	if err := EnsureJumps(ctx, ipt, testNodeConfig()); err != nil {
+	if err := EnsureJumps(ctx, ipt, rulestest.NodeConfig()); err != nil {
 		t.Fatal(err)
 	}
 	if ok, _ := CanariesPresent(ctx, ipt); !ok {
@@ -272,17 +274,17 @@ func TestCanaryDetectsFlush(t *testing.T) {
 
 var _ = discovery.AddressTypeIPv4
 
-// Jumps are passed to iptables as argv: a quote would become part of the
+// rules.Jumps are passed to iptables as argv: a quote would become part of the
 // comment, breaking kube-proxy compatibility (and EnsureRule's duplicate check).
 func TestJumpArgsAreUnquoted(t *testing.T) {
-	for _, j := range Jumps() {
+	for _, j := range rules.Jumps() {
 		for _, a := range j.Args {
 			if strings.Contains(a, `"`) {
 				t.Errorf("jump %s/%s -> %s has a quoted argument %q", j.Table, j.From, j.To, a)
 			}
 		}
 	}
-	text := JumpsRestoreText(Jumps())["nat"]
+	text := rules.JumpsRestoreText(rules.Jumps())["nat"]
 	if !slices.Contains(text, `-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES`) {
 		t.Errorf("restore text of jumps not quoted as iptables-restore expects: %q", text)
 	}
@@ -291,16 +293,16 @@ func TestJumpArgsAreUnquoted(t *testing.T) {
 func TestCrossingLargeClusterThresholdForcesFullSync(t *testing.T) {
 	p, ipt := syncedWithWeb(t)
 
-	big := service("demo", "big", "203.0.113.60", port("http", v1.ProtocolTCP, 80))
+	big := testobj.Service("demo", "big", "203.0.113.60", testobj.Port("http", v1.ProtocolTCP, 80))
 	var eps []discovery.Endpoint
-	for i := 0; i < largeClusterEndpointsThreshold+1; i++ {
-		eps = append(eps, endpoint(fmt.Sprintf("198.51.%d.%d", 100+i/250, 1+i%250)))
+	for i := 0; i < rules.LargeClusterEndpointsThreshold+1; i++ {
+		eps = append(eps, testobj.Endpoint(fmt.Sprintf("198.51.%d.%d", 100+i/250, 1+i%250)))
 	}
 	p.OnServiceAdd(big)
-	p.OnEndpointSliceAdd(slice("demo", "big", "big-1", tcpPort("http", 8080), eps...))
+	p.OnEndpointSliceAdd(testobj.Slice("demo", "big", "big-1", testobj.TCPPort("http", 8080), eps...))
 	mustSync(t, p)
 	last := string(ipt.LastRestore())
-	if !strings.Contains(last, ":"+ClusterPolicyChain(webPortName)) {
+	if !strings.Contains(last, ":"+rules.ClusterPolicyChain(testobj.WebPortName)) {
 		t.Fatal("crossing the large-cluster threshold did not rewrite unchanged services")
 	}
 	if strings.Contains(last, `"demo/web:http -> 198.51.100.2:8080"`) {
@@ -325,9 +327,8 @@ func TestServiceHealthFollowsSyncs(t *testing.T) {
 	p.cfg.ServiceHealth = sh
 	p.OnServicesSynced()
 	p.OnEndpointSlicesSynced()
-	sc := scenarioNamed(t, "external-local")
-	p.OnServiceAdd(sc.services[0])
-	p.OnEndpointSliceAdd(sc.slices[0])
+	p.OnServiceAdd(lbService)
+	p.OnEndpointSliceAdd(lbSlice)
 	mustSync(t, p)
 	lb := types.NamespacedName{Namespace: "demo", Name: "lb"}
 	if sh.ports[lb] != 31040 {
@@ -336,7 +337,7 @@ func TestServiceHealthFollowsSyncs(t *testing.T) {
 	if sh.counts[lb] != 1 {
 		t.Fatalf("local ready endpoints = %v, want 1 for demo/lb (one of two endpoints is on node1)", sh.counts)
 	}
-	p.OnServiceDelete(sc.services[0])
+	p.OnServiceDelete(lbService)
 	mustSync(t, p)
 	if len(sh.ports) != 0 {
 		t.Fatalf("health check still open after the Service was deleted: %v", sh.ports)
@@ -356,7 +357,7 @@ func TestPendingChangeCounts(t *testing.T) {
 	}
 	p.tracker.Update(p.snapshot)
 	total2, pending := p.tracker.Counts()
-	if pending != (ChangeCounts{}) || total2 != total {
+	if pending != (model.ChangeCounts{}) || total2 != total {
 		t.Fatalf("after Update: pending %+v (want zero), total %+v (want %+v)", pending, total2, total)
 	}
 }
@@ -377,7 +378,7 @@ func (s *savesCounter) Save(ctx context.Context, table iptables.Table) ([]byte, 
 // syncs still ask the kernel, catching chains another process left.
 func TestPartialSyncDoesNotSave(t *testing.T) {
 	ipt := &savesCounter{Fake: iptables.NewFake(iptables.IPv4)}
-	p, err := New(Config{IPTables: ipt, NodeConfig: func(*v1.Node) *NodeConfig { return testNodeConfig() }, SyncPeriod: 30e9, MinSyncPeriod: 1e9})
+	p, err := New(Config{IPTables: ipt, NodeConfig: func(*v1.Node) *rules.NodeConfig { return rulestest.NodeConfig() }, SyncPeriod: 30e9, MinSyncPeriod: 1e9})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,7 +398,7 @@ func TestPartialSyncDoesNotSave(t *testing.T) {
 		t.Fatalf("partial sync ran iptables-save (%d saves in all)", ipt.saves)
 	}
 	for _, c := range ipt.Dump().Table(iptables.TableNAT).Chains {
-		if strings.HasPrefix(c.Name, "KUBE-SEP-") && c.Name != EndpointChain(webPortName, "198.51.100.2:8080") {
+		if strings.HasPrefix(c.Name, "KUBE-SEP-") && c.Name != rules.EndpointChain(testobj.WebPortName, "198.51.100.2:8080") {
 			t.Errorf("stale endpoint chain %s survived the partial sync", c.Name)
 		}
 	}
@@ -406,44 +407,3 @@ func TestPartialSyncDoesNotSave(t *testing.T) {
 // The change tracker keeps the snapshot (and its per-Service index) up to
 // date incrementally; after any sequence of changes it must equal a
 // snapshot built from scratch from the same objects.
-func TestIncrementalSnapshotMatchesRebuild(t *testing.T) {
-	tr := NewChangeTracker(v1.IPv4Protocol)
-	snap := &Snapshot{Services: map[ServicePortName]*ServicePort{}, Endpoints: map[ServicePortName][]*Endpoint{}}
-	now := time.Unix(0, 0)
-	shop := service("demo", "shop", "203.0.113.20", port("http", v1.ProtocolTCP, 80), port("metrics", v1.ProtocolTCP, 9090))
-	shopSlice := slice("demo", "shop", "shop-1", []slicePort{{"http", v1.ProtocolTCP, 8080}, {"metrics", v1.ProtocolTCP, 9090}}, endpoint("198.51.100.4"))
-	shopOnePort := service("demo", "shop", "203.0.113.20", port("http", v1.ProtocolTCP, 80))
-
-	services := map[string]*v1.Service{}
-	slices := map[string]*discovery.EndpointSlice{}
-	steps := []func(){
-		func() { services["web"] = webService; tr.ServiceChanged(keyOf("demo", "web"), webService, now) },
-		func() { slices["web"] = webSlice; tr.EndpointSliceChanged(webSlice, false, now) },
-		func() { services["shop"] = shop; tr.ServiceChanged(keyOf("demo", "shop"), shop, now) },
-		func() { slices["shop"] = shopSlice; tr.EndpointSliceChanged(shopSlice, false, now) },
-		func() { delete(services, "web"); tr.ServiceChanged(keyOf("demo", "web"), nil, now) },
-		func() { services["shop"] = shopOnePort; tr.ServiceChanged(keyOf("demo", "shop"), shopOnePort, now) },
-		func() { delete(slices, "web"); tr.EndpointSliceChanged(webSlice, true, now) },
-		func() { services["web"] = webService; tr.ServiceChanged(keyOf("demo", "web"), webService, now) },
-	}
-	for i, step := range steps {
-		step()
-		if i%2 == 1 || i == len(steps)-1 {
-			tr.Update(snap)
-		}
-		var svcs []*v1.Service
-		for _, s := range services {
-			svcs = append(svcs, s)
-		}
-		var sls []*discovery.EndpointSlice
-		for _, s := range slices {
-			sls = append(sls, s)
-		}
-		want, _ := BuildSnapshot(svcs, sls, v1.IPv4Protocol)
-		if i%2 == 1 || i == len(steps)-1 {
-			if !reflect.DeepEqual(snap.Services, want.Services) || !reflect.DeepEqual(snap.Endpoints, want.Endpoints) {
-				t.Fatalf("after step %d the incremental snapshot differs from a rebuild:\n got %v / %v\nwant %v / %v", i, snap.Services, snap.Endpoints, want.Services, want.Endpoints)
-			}
-		}
-	}
-}

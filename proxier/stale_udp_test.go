@@ -1,72 +1,32 @@
 package proxier
 
 import (
-	"net/netip"
-	"slices"
 	"testing"
 
+	"github.com/svcproxy/svcproxy/proxier/model"
+	"github.com/svcproxy/svcproxy/proxier/model/testobj"
 	v1 "k8s.io/api/core/v1"
-	discovery "k8s.io/api/discovery/v1"
 )
 
-func udpFlow(dst, replySrc string) UDPFlow {
-	return UDPFlow{OrigDst: netip.MustParseAddrPort(dst), ReplySrc: netip.MustParseAddrPort(replySrc), Key: dst + ">" + replySrc}
-}
-
-func TestStaleUDPFlows(t *testing.T) {
-	svc := service("kube-system", "dns", "203.0.113.53", nodePort("dns", v1.ProtocolUDP, 53, 30053), externalIPs("203.0.113.153"))
-	tcp := service("demo", "web", "203.0.113.10", port("http", v1.ProtocolTCP, 80))
-	empty := service("demo", "udp-empty", "203.0.113.54", port("u", v1.ProtocolUDP, 53))
-	snap, err := BuildSnapshot([]*v1.Service{svc, tcp, empty}, []*discovery.EndpointSlice{
-		slice("kube-system", "dns", "dns-1", []slicePort{{"dns", v1.ProtocolUDP, 5353}}, endpoint("198.51.100.5"), endpoint("198.51.100.68", terminating(true))),
-		webSlice,
-	}, v1.IPv4Protocol)
-	if err != nil {
-		t.Fatal(err)
-	}
-	flows := []UDPFlow{
-		udpFlow("203.0.113.53:53", "198.51.100.5:5353"),     // live endpoint: keep
-		udpFlow("203.0.113.53:53", "198.51.100.68:5353"),    // serving while terminating: keep
-		udpFlow("203.0.113.53:53", "198.51.100.9:5353"),     // endpoint gone: stale
-		udpFlow("203.0.113.53:53", "203.0.113.53:53"),       // never DNATed (no endpoints then): stale
-		udpFlow("203.0.113.153:53", "198.51.100.9:5353"),    // external IP, endpoint gone: stale
-		udpFlow("192.0.2.11:30053", "198.51.100.9:5353"),    // node port, endpoint gone: stale
-		udpFlow("203.0.113.54:53", "203.0.113.54:53"),       // service without endpoints: keep
-		udpFlow("203.0.113.10:80", "198.51.100.9:8080"),     // not a UDP service: keep
-		udpFlow("198.51.100.66:9999", "198.51.100.66:9999"), // not a service at all: keep
-	}
-	var got []string
-	for _, f := range StaleUDPFlows(snap, flows) {
-		got = append(got, f.Key)
-	}
-	want := []string{
-		"203.0.113.53:53>198.51.100.9:5353", "203.0.113.53:53>203.0.113.53:53",
-		"203.0.113.153:53>198.51.100.9:5353", "192.0.2.11:30053>198.51.100.9:5353",
-	}
-	if !slices.Equal(got, want) {
-		t.Errorf("stale flows:\n got %v\nwant %v", got, want)
-	}
-}
-
 type fakeConntrack struct {
-	flows   []UDPFlow
-	deleted []UDPFlow
+	flows   []model.UDPFlow
+	deleted []model.UDPFlow
 }
 
-func (f *fakeConntrack) ListUDP() ([]UDPFlow, error) { return f.flows, nil }
-func (f *fakeConntrack) Delete(flows []UDPFlow) (int, error) {
+func (f *fakeConntrack) ListUDP() ([]model.UDPFlow, error) { return f.flows, nil }
+func (f *fakeConntrack) Delete(flows []model.UDPFlow) (int, error) {
 	f.deleted = append(f.deleted, flows...)
 	return len(flows), nil
 }
 
 func TestSyncDeletesStaleUDPFlows(t *testing.T) {
 	p, _ := newTestProxier(t)
-	ct := &fakeConntrack{flows: []UDPFlow{udpFlow("203.0.113.53:53", "198.51.100.68:5353")}}
+	ct := &fakeConntrack{flows: []model.UDPFlow{testobj.UDPFlow("203.0.113.53:53", "198.51.100.68:5353")}}
 	p.cfg.Conntrack = ct
 	p.OnServicesSynced()
 	p.OnEndpointSlicesSynced()
-	dns := service("kube-system", "dns", "203.0.113.53", port("dns", v1.ProtocolUDP, 53))
-	both := slice("kube-system", "dns", "dns-1", []slicePort{{"dns", v1.ProtocolUDP, 5353}}, endpoint("198.51.100.5"), endpoint("198.51.100.68"))
+	dns := testobj.Service("kube-system", "dns", "203.0.113.53", testobj.Port("dns", v1.ProtocolUDP, 53))
+	both := testobj.Slice("kube-system", "dns", "dns-1", []testobj.SlicePort{{Name: "dns", Proto: v1.ProtocolUDP, Port: 5353}}, testobj.Endpoint("198.51.100.5"), testobj.Endpoint("198.51.100.68"))
 	p.OnServiceAdd(dns)
 	p.OnEndpointSliceAdd(both)
 	mustSync(t, p)
@@ -106,5 +66,5 @@ func TestTCPChangeSkipsConntrack(t *testing.T) {
 
 type countingConntrack struct{ lists int }
 
-func (c *countingConntrack) ListUDP() ([]UDPFlow, error)   { c.lists++; return nil, nil }
-func (c *countingConntrack) Delete([]UDPFlow) (int, error) { return 0, nil }
+func (c *countingConntrack) ListUDP() ([]model.UDPFlow, error)   { c.lists++; return nil, nil }
+func (c *countingConntrack) Delete([]model.UDPFlow) (int, error) { return 0, nil }

@@ -11,6 +11,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 
 	"github.com/svcproxy/svcproxy/proxier"
+	"github.com/svcproxy/svcproxy/proxier/model"
 )
 
 // Netlink is the kernel's conntrack table for one family, in the network
@@ -27,17 +28,17 @@ func (n Netlink) family() netlink.InetFamily {
 }
 
 // ListUDP returns the UDP entries of the table.
-func (n Netlink) ListUDP() ([]proxier.UDPFlow, error) {
+func (n Netlink) ListUDP() ([]model.UDPFlow, error) {
 	entries, err := netlink.ConntrackTableList(netlink.ConntrackTable, n.family())
 	if err != nil {
 		return nil, fmt.Errorf("list conntrack entries: %w", err)
 	}
-	var flows []proxier.UDPFlow
+	var flows []model.UDPFlow
 	for _, e := range entries {
 		if e.Forward.Protocol != unix.IPPROTO_UDP {
 			continue
 		}
-		flows = append(flows, proxier.UDPFlow{
+		flows = append(flows, model.UDPFlow{
 			OrigDst:  addrPort(e.Forward.DstIP, e.Forward.DstPort),
 			ReplySrc: addrPort(e.Reverse.SrcIP, e.Reverse.SrcPort),
 			Key:      key(e),
@@ -48,7 +49,7 @@ func (n Netlink) ListUDP() ([]proxier.UDPFlow, error) {
 
 // Delete removes the given entries (matched by their full tuples) and
 // returns how many the kernel deleted.
-func (n Netlink) Delete(flows []proxier.UDPFlow) (int, error) {
+func (n Netlink) Delete(flows []model.UDPFlow) (int, error) {
 	if len(flows) == 0 {
 		return 0, nil
 	}

@@ -2,14 +2,11 @@ package conntrack
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/svcproxy/svcproxy/proxier/host"
 	"k8s.io/klog/v2"
 )
 
@@ -26,7 +23,7 @@ type Settings struct {
 
 // Sysctls reads and writes integer kernel settings by /proc/sys path
 // relative name (e.g. "net/netfilter/nf_conntrack_max") and the conntrack
-// hash size. ProcSys is the real one.
+// hash size. host.ProcSys is the real one.
 type Sysctls interface {
 	Get(name string) (int, error)
 	Set(name string, value int) error
@@ -106,32 +103,4 @@ func set(logger klog.Logger, sys Sysctls, name string, value int) error {
 	return nil
 }
 
-// ProcSys is Sysctls over /proc/sys (and absolute /sys paths).
-type ProcSys struct{}
-
-var _ Sysctls = ProcSys{}
-
-func (ProcSys) path(name string) string {
-	if filepath.IsAbs(name) {
-		return name
-	}
-	return filepath.Join("/proc/sys", name)
-}
-
-// Get reads an integer setting.
-func (p ProcSys) Get(name string) (int, error) {
-	b, err := os.ReadFile(p.path(name))
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(strings.TrimSpace(string(b)))
-}
-
-// Set writes an integer setting.
-func (p ProcSys) Set(name string, value int) error {
-	err := os.WriteFile(p.path(name), []byte(strconv.Itoa(value)), 0o640)
-	if errors.Is(err, os.ErrPermission) {
-		return fmt.Errorf("%w (read-only here; inside a network namespace set --conntrack-max-per-core=0)", err)
-	}
-	return err
-}
+var _ Sysctls = host.ProcSys{}

@@ -10,8 +10,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/svcproxy/svcproxy/hack/lab"
-	"github.com/svcproxy/svcproxy/proxier"
 	"github.com/svcproxy/svcproxy/proxier/conntrack"
+	"github.com/svcproxy/svcproxy/proxier/model"
 )
 
 // A UDP client that keeps its source port keeps its conntrack entry, and so
@@ -51,7 +51,7 @@ func TestStaleUDPFlowIsMovedToALiveEndpoint(t *testing.T) {
 		t.Fatalf("without conntrack cleanup the flow should still reach %s (the problem this fixes), got %s", first, got)
 	}
 
-	snap, err := proxier.BuildSnapshot(e.objs.Services, slicesNow, v1.IPv4Protocol)
+	snap, err := model.BuildSnapshot(e.objs.Services, slicesNow, v1.IPv4Protocol)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func TestStaleUDPFlowIsMovedToALiveEndpoint(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		deleted, err = ct.Delete(proxier.StaleUDPFlows(snap, flows))
+		deleted, err = ct.Delete(model.StaleUDPFlows(snap, flows))
 		return err
 	})
 	if err != nil {

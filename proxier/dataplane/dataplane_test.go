@@ -20,7 +20,9 @@ import (
 	"github.com/svcproxy/svcproxy/hack/lab"
 	"github.com/svcproxy/svcproxy/iptables"
 	"github.com/svcproxy/svcproxy/proxier"
-	"github.com/svcproxy/svcproxy/proxier/manifest"
+	"github.com/svcproxy/svcproxy/proxier/model"
+	"github.com/svcproxy/svcproxy/proxier/objfile"
+	"github.com/svcproxy/svcproxy/proxier/rules"
 )
 
 // The example manifests are written against the lab's address plan:
@@ -49,7 +51,7 @@ var backends = []backend{
 type env struct {
 	t    *testing.T
 	lab  *lab.Lab
-	objs *manifest.Objects
+	objs *objfile.Objects
 	ipt  map[int]iptables.Interface // per node index
 }
 
@@ -81,7 +83,7 @@ func setup(t *testing.T) *env {
 		t.Cleanup(func() { p.Stop() })
 	}
 	_, file, _, _ := runtime.Caller(0)
-	objs, err := manifest.Load(filepath.Join(filepath.Dir(file), "..", "..", "manifests", "examples"), os.Stdin)
+	objs, err := objfile.Load(filepath.Join(filepath.Dir(file), "..", "..", "manifests", "examples"), os.Stdin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,15 +104,15 @@ func setup(t *testing.T) *env {
 func (e *env) sync(i int, services []*v1.Service, slices []*discovery.EndpointSlice, changed map[types.NamespacedName]bool) {
 	e.t.Helper()
 	n := e.lab.Node(i)
-	snap, err := proxier.BuildSnapshot(services, slices, v1.IPv4Protocol)
+	snap, err := model.BuildSnapshot(services, slices, v1.IPv4Protocol)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	cfg := &proxier.NodeConfig{
+	cfg := &rules.NodeConfig{
 		Family:             v1.IPv4Protocol,
-		Topology:           proxier.Topology{NodeName: n.Name},
+		Topology:           model.Topology{NodeName: n.Name},
 		MasqueradeBit:      14,
-		LocalDetector:      proxier.DetectByCIDR(mustPrefix(lab.PodNetwork)),
+		LocalDetector:      rules.DetectByCIDR(mustPrefix(lab.PodNetwork)),
 		RandomFully:        e.ipt[i].HasRandomFully(),
 		LocalhostNodePorts: true,
 	}

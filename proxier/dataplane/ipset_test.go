@@ -38,12 +38,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/svcproxy/svcproxy/cmd/svcproxy/app"
 	"github.com/svcproxy/svcproxy/cmd/svcproxy/options"
 	"github.com/svcproxy/svcproxy/hack/lab"
 	"github.com/svcproxy/svcproxy/ipset"
 	"github.com/svcproxy/svcproxy/iptables"
 	"github.com/svcproxy/svcproxy/proxier"
+	"github.com/svcproxy/svcproxy/proxier/model"
+	"github.com/svcproxy/svcproxy/proxier/nodeconfig"
+	"github.com/svcproxy/svcproxy/proxier/rules"
 )
 
 const (
@@ -105,7 +107,7 @@ type egressEnv struct {
 	ipt   iptables.Interface // node1's tables
 	sets  nsSets             // node1's ipsets
 	node  *v1.Node           // node1's Node object, as the API would give it
-	snap  *proxier.Snapshot
+	snap  *model.Snapshot
 }
 
 func setupEgress(t *testing.T) *egressEnv {
@@ -187,7 +189,7 @@ func setupEgress(t *testing.T) *egressEnv {
 
 // webService is demo/web (203.0.113.10:80) with its one endpoint on node2,
 // so the detect-local rule (which uses the pod-CIDR set) is exercised too.
-func webService(t *testing.T) *proxier.Snapshot {
+func webService(t *testing.T) *model.Snapshot {
 	t.Helper()
 	tcp, http, port, ready := v1.ProtocolTCP, "http", int32(podPort), true
 	svc := &v1.Service{
@@ -201,7 +203,7 @@ func webService(t *testing.T) *proxier.Snapshot {
 		Ports:       []discovery.EndpointPort{{Name: &http, Port: &port, Protocol: &tcp}},
 		Endpoints:   []discovery.Endpoint{{Addresses: []string{"198.51.100.66"}, Conditions: discovery.EndpointConditions{Ready: &ready}}},
 	}
-	snap, err := proxier.BuildSnapshot([]*v1.Service{svc}, []*discovery.EndpointSlice{slice}, v1.IPv4Protocol)
+	snap, err := model.BuildSnapshot([]*v1.Service{svc}, []*discovery.EndpointSlice{slice}, v1.IPv4Protocol)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,13 +226,13 @@ func (e *egressEnv) must(ns string, argv ...string) string {
 // nodeConfig parses daemon flags exactly as `svcproxy` does (options
 // Complete + Validate) and builds node1's NodeConfig with the daemon's
 // builder.
-func (e *egressEnv) nodeConfig(clusterCIDRs ...string) *proxier.NodeConfig {
+func (e *egressEnv) nodeConfig(clusterCIDRs ...string) *rules.NodeConfig {
 	e.t.Helper()
 	return e.nodeConfigFlags("--cluster-cidr="+strings.Join(clusterCIDRs, ","),
 		"--masquerade-pod-egress", "--no-masquerade-cidrs="+noMasqCIDR)
 }
 
-func (e *egressEnv) nodeConfigFlags(flags ...string) *proxier.NodeConfig {
+func (e *egressEnv) nodeConfigFlags(flags ...string) *rules.NodeConfig {
 	e.t.Helper()
 	o := options.NewOptions()
 	fs := pflag.NewFlagSet("svcproxy", pflag.ContinueOnError)
@@ -245,11 +247,11 @@ func (e *egressEnv) nodeConfigFlags(flags ...string) *proxier.NodeConfig {
 	if err := o.Validate(); err != nil {
 		e.t.Fatal(err)
 	}
-	return app.BuildNodeConfig(o.Config, e.node1.Name, e.node, v1.IPv4Protocol, e.ipt.HasRandomFully())
+	return nodeconfig.ForHost(o.Config.NodeSettings(), v1.IPv4Protocol, e.node1.Name, e.ipt.HasRandomFully()).Build(e.node)
 }
 
 // apply is one daemon sync: ipsets first, then one full restore.
-func (e *egressEnv) apply(nc *proxier.NodeConfig) error {
+func (e *egressEnv) apply(nc *rules.NodeConfig) error {
 	if err := proxier.SyncIPSets(e.sets, nc); err != nil {
 		return fmt.Errorf("sync ipsets: %w", err)
 	}
@@ -259,7 +261,7 @@ func (e *egressEnv) apply(nc *proxier.NodeConfig) error {
 	return err
 }
 
-func (e *egressEnv) mustApply(nc *proxier.NodeConfig) {
+func (e *egressEnv) mustApply(nc *rules.NodeConfig) {
 	e.t.Helper()
 	if err := e.apply(nc); err != nil {
 		e.t.Fatal(err)
@@ -381,14 +383,14 @@ func TestPodEgressMasqueradeWithIPSets(t *testing.T) {
 	if got, _ := e.sets.ListMembers(ipset.PodCIDRsSet); fmt.Sprint(got) != "[198.51.100.0/26 198.51.100.64/26 198.51.100.192/26]" {
 		t.Fatalf("%s holds %v after the first sync", ipset.PodCIDRsSet, got)
 	}
-	rules := e.must(e.node1.NS, "iptables-save", "-t", "nat")
+	natTable := e.must(e.node1.NS, "iptables-save", "-t", "nat")
 	for _, want := range []string{
-		"-A POSTROUTING -m comment --comment \"svcproxy pod egress masquerade\" -j " + proxier.ChainPodEgress,
-		"-A " + proxier.ChainPodEgress + " -m comment --comment \"pod egress leaves the pod network through the node address\" -m set --match-set SVCPROXY-POD-CIDRS src -m set ! --match-set SVCPROXY-POD-CIDRS dst -m set ! --match-set SVCPROXY-NO-MASQ dst -j MASQUERADE",
+		"-A POSTROUTING -m comment --comment \"svcproxy pod egress masquerade\" -j " + rules.ChainPodEgress,
+		"-A " + rules.ChainPodEgress + " -m comment --comment \"pod egress leaves the pod network through the node address\" -m set --match-set SVCPROXY-POD-CIDRS src -m set ! --match-set SVCPROXY-POD-CIDRS dst -m set ! --match-set SVCPROXY-NO-MASQ dst -j MASQUERADE",
 		"-m set ! --match-set SVCPROXY-POD-CIDRS src -j KUBE-MARK-MASQ",
 	} {
-		if !strings.Contains(rules, want) {
-			t.Errorf("node1's nat table lacks %q:\n%s", want, rules)
+		if !strings.Contains(natTable, want) {
+			t.Errorf("node1's nat table lacks %q:\n%s", want, natTable)
 		}
 	}
 
@@ -461,7 +463,7 @@ func TestPodEgressMasqueradeWithIPSets(t *testing.T) {
 			interval  = 500 * time.Microsecond
 		)
 		e.zeroClientCounters()
-		configs := []*proxier.NodeConfig{ac, abc, abcd, abc}
+		configs := []*rules.NodeConfig{ac, abc, abcd, abc}
 		stop := make(chan struct{})
 		var tally egressTally
 		var streamErr error
@@ -603,7 +605,7 @@ func TestPodEgressMasqueradeWithIPSets(t *testing.T) {
 			t.Errorf("sets after cleanup = %v, %v; want none", names, err)
 		}
 		nat := e.must(e.node1.NS, "iptables-save", "-t", "nat")
-		for _, gone := range []string{proxier.ChainPodEgress, "KUBE-SERVICES", "KUBE-POSTROUTING", "--match-set"} {
+		for _, gone := range []string{rules.ChainPodEgress, "KUBE-SERVICES", "KUBE-POSTROUTING", "--match-set"} {
 			if strings.Contains(nat, gone) {
 				t.Errorf("nat table still mentions %s after cleanup:\n%s", gone, nat)
 			}

@@ -18,6 +18,8 @@ import (
 	"github.com/svcproxy/svcproxy/hack/lab"
 	"github.com/svcproxy/svcproxy/iptables"
 	"github.com/svcproxy/svcproxy/proxier"
+	"github.com/svcproxy/svcproxy/proxier/model"
+	"github.com/svcproxy/svcproxy/proxier/rules"
 )
 
 // The IPv6 topology, made by the test itself (hack/lab is IPv4 only), on
@@ -99,7 +101,7 @@ func TestIPv6(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if strings.Contains(string(out), proxier.ChainServices) {
+		if strings.Contains(string(out), rules.ChainServices) {
 			t.Errorf("the IPv6 interface wrote IPv4 rules:\n%s", out)
 		}
 		out, err = lab.Exec(context.Background(), e.node, "ip6tables-save", "-t", "nat")
@@ -294,16 +296,16 @@ func (e *v6env) apply(ctx context.Context, t *testing.T) {
 			Conditions: discovery.EndpointConditions{Ready: ptr.To(true)},
 		})
 	}
-	snap, err := proxier.BuildSnapshot([]*v1.Service{web, empty}, []*discovery.EndpointSlice{slice}, v1.IPv6Protocol)
+	snap, err := model.BuildSnapshot([]*v1.Service{web, empty}, []*discovery.EndpointSlice{slice}, v1.IPv6Protocol)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := &proxier.NodeConfig{
+	cfg := &rules.NodeConfig{
 		Family:        v1.IPv6Protocol,
-		Topology:      proxier.Topology{NodeName: v6NodeName},
+		Topology:      model.Topology{NodeName: v6NodeName},
 		NodeIPs:       []netip.Addr{netip.MustParseAddr(v6NodeIP)},
 		MasqueradeBit: 14,
-		LocalDetector: proxier.DetectByCIDR(netip.MustParsePrefix(v6PodCIDR)),
+		LocalDetector: rules.DetectByCIDR(netip.MustParsePrefix(v6PodCIDR)),
 		RandomFully:   e.ipt.HasRandomFully(),
 	}
 	if _, err := proxier.Apply(ctx, e.ipt, proxier.ApplyRequest{Snapshot: snap, Config: cfg, Full: true}); err != nil {

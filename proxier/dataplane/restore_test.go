@@ -47,7 +47,7 @@ func restoreTest(t *testing.T, ns, name string, data []byte) {
 func TestGoldenFilesAcceptedByIPTablesRestore(t *testing.T) {
 	ns := scratchNamespace(t)
 	_, file, _, _ := runtime.Caller(0)
-	goldens, err := filepath.Glob(filepath.Join(filepath.Dir(file), "..", "testdata", "golden", "*.golden"))
+	goldens, err := filepath.Glob(filepath.Join(filepath.Dir(file), "..", "rules", "testdata", "golden", "*.golden"))
 	if err != nil || len(goldens) == 0 {
 		t.Fatalf("no golden files found: %v", err)
 	}

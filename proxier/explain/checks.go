@@ -9,24 +9,13 @@ import (
 	"strings"
 
 	"github.com/svcproxy/svcproxy/iptables/trace"
+	"github.com/svcproxy/svcproxy/proxier/host"
 )
-
-// RouteLookup asks the node's routing table where it sends packets for dst
-// (as "ip route get dst"). An error means no route (e.g. ENETUNREACH).
-type RouteLookup interface {
-	RouteGet(dst netip.Addr) (Route, error)
-}
-
-// SysctlReader reads a sysctl by its dotted name ("net.ipv4.ip_forward").
-// A missing sysctl is an error wrapping fs.ErrNotExist.
-type SysctlReader interface {
-	Sysctl(name string) (string, error)
-}
 
 // Node is what Check looks at besides the rules.
 type Node struct {
-	Routes  RouteLookup
-	Sysctls SysctlReader
+	Routes  host.RouteLookup
+	Sysctls host.SysctlReader
 	// Bridges are the node's bridge interfaces (pod bridges such as cbr0).
 	Bridges []string
 }
@@ -59,7 +48,7 @@ func Check(r *Report, ctx trace.Context, p trace.Packet, n Node) {
 		}
 		rt, err := n.Routes.RouteGet(a)
 		if err != nil {
-			r.Routes = append(r.Routes, Route{Dst: a.String(), Error: err.Error()})
+			r.Routes = append(r.Routes, host.Route{Dst: a.String(), Error: err.Error()})
 			r.Problems = append(r.Problems, Problem{Blocking, fmt.Sprintf("no route to endpoint %s: %v", ep, err)})
 			continue
 		}

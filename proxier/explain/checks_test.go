@@ -9,22 +9,23 @@ import (
 
 	"github.com/svcproxy/svcproxy/iptables"
 	"github.com/svcproxy/svcproxy/iptables/trace"
+	"github.com/svcproxy/svcproxy/proxier/host"
 )
 
 // fakeRoutes answers RouteGet from a table of prefixes (longest first is
 // up to the test: the first containing prefix wins).
 type fakeRoutes []struct {
 	prefix string
-	route  Route
+	route  host.Route
 }
 
-func (f fakeRoutes) RouteGet(dst netip.Addr) (Route, error) {
+func (f fakeRoutes) RouteGet(dst netip.Addr) (host.Route, error) {
 	for _, r := range f {
 		if netip.MustParsePrefix(r.prefix).Contains(dst) {
 			return r.route, nil
 		}
 	}
-	return Route{}, fmt.Errorf("network is unreachable")
+	return host.Route{}, fmt.Errorf("network is unreachable")
 }
 
 type fakeSysctls map[string]string
@@ -37,7 +38,7 @@ func (f fakeSysctls) Sysctl(name string) (string, error) {
 	return v, nil
 }
 
-const rules = `*nat
+const sampleRules = `*nat
 :KUBE-SERVICES - [0:0]
 :KUBE-SVC-X - [0:0]
 :KUBE-NODEPORTS - [0:0]
@@ -55,10 +56,10 @@ var (
 	nodeIP   = netip.MustParseAddr("192.0.2.11")
 	nodeCtx  = trace.Context{LocalAddrs: []netip.Addr{nodeIP}}
 	goodNode = fakeRoutes{
-		{"198.51.100.0/26", Route{Iface: "cbr0", Src: "198.51.100.1"}},
-		{"198.51.100.64/26", Route{Iface: "eth0", Gateway: "192.0.2.12", Src: "192.0.2.11"}},
-		{"127.0.0.0/8", Route{Iface: "lo"}},
-		{"0.0.0.0/0", Route{Iface: "eth0", Gateway: "192.0.2.1", Src: "192.0.2.11"}},
+		{"198.51.100.0/26", host.Route{Iface: "cbr0", Src: "198.51.100.1"}},
+		{"198.51.100.64/26", host.Route{Iface: "eth0", Gateway: "192.0.2.12", Src: "192.0.2.11"}},
+		{"127.0.0.0/8", host.Route{Iface: "lo"}},
+		{"0.0.0.0/0", host.Route{Iface: "eth0", Gateway: "192.0.2.1", Src: "192.0.2.11"}},
 	}
 	goodSysctls = fakeSysctls{
 		"net.ipv4.ip_forward":                "1",
@@ -69,7 +70,7 @@ var (
 
 func check(t *testing.T, p trace.Packet, n Node) *Report {
 	t.Helper()
-	d, err := iptables.ParseDump([]byte(rules))
+	d, err := iptables.ParseDump([]byte(sampleRules))
 	if err != nil {
 		t.Fatal(err)
 	}

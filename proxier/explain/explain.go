@@ -1,9 +1,9 @@
 // Package explain turns the outcomes of a packet trace (iptables/trace)
 // into a diagnosis: which endpoints a packet reaches, whether it is
 // masqueraded, and — when it fails — the cause, named from the kube-proxy
-// rule comments on the path. Node checks (routes, sysctls) run behind small
-// interfaces so that the logic is testable without root; "svcproxy explain"
-// supplies netlink and /proc/sys implementations.
+// rule comments on the path. Node checks (routes, sysctls) run behind the
+// small interfaces of package host, so that the logic is testable without
+// root. Offline explains rendered rules; Live reads the node it runs on.
 package explain
 
 import (
@@ -13,6 +13,7 @@ import (
 
 	"github.com/svcproxy/svcproxy/iptables"
 	"github.com/svcproxy/svcproxy/iptables/trace"
+	"github.com/svcproxy/svcproxy/proxier/host"
 )
 
 // Status is the overall result of an explanation.
@@ -30,13 +31,13 @@ const (
 
 // Report is what explain prints. Field order and JSON names are stable.
 type Report struct {
-	Packet   PacketInfo `json:"packet"`
-	Service  string     `json:"service,omitempty"` // "ns/name:port", when one matched
-	Outcomes []Outcome  `json:"outcomes"`
-	Problems []Problem  `json:"problems,omitempty"`
-	Routes   []Route    `json:"routes,omitempty"` // endpoint routes (live mode)
-	Status   Status     `json:"status"`
-	Verdict  string     `json:"verdict"` // the one-line summary
+	Packet   PacketInfo   `json:"packet"`
+	Service  string       `json:"service,omitempty"` // "ns/name:port", when one matched
+	Outcomes []Outcome    `json:"outcomes"`
+	Problems []Problem    `json:"problems,omitempty"`
+	Routes   []host.Route `json:"routes,omitempty"` // endpoint routes (live mode)
+	Status   Status       `json:"status"`
+	Verdict  string       `json:"verdict"` // the one-line summary
 }
 
 // PacketInfo describes the traced packet.
@@ -87,29 +88,6 @@ const (
 type Problem struct {
 	Severity Severity `json:"severity"`
 	Message  string   `json:"message"`
-}
-
-// Route is where the node sends packets for an address.
-type Route struct {
-	Dst     string `json:"dst"`
-	Iface   string `json:"iface,omitempty"`
-	Gateway string `json:"gateway,omitempty"`
-	Src     string `json:"src,omitempty"`
-	Error   string `json:"error,omitempty"`
-}
-
-func (r Route) String() string {
-	if r.Error != "" {
-		return fmt.Sprintf("%s: %s", r.Dst, r.Error)
-	}
-	s := r.Dst + " dev " + r.Iface
-	if r.Gateway != "" {
-		s = r.Dst + " via " + r.Gateway + " dev " + r.Iface
-	}
-	if r.Src != "" {
-		s += " src " + r.Src
-	}
-	return s
 }
 
 // Explain traces p through rules and builds the report. It does not look at

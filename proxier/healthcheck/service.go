@@ -1,9 +1,10 @@
-// Package healthcheck serves kube-proxy's per-service health checks: for a
-// LoadBalancer Service with externalTrafficPolicy Local, an HTTP server on
-// its healthCheckNodePort tells the cloud load balancer whether this node
-// has a ready local endpoint (200) or not (503), so traffic only goes to
-// nodes that can serve it without a second hop.
 package healthcheck
+
+// The per-service health checks: for a LoadBalancer Service with
+// externalTrafficPolicy Local, an HTTP server on its healthCheckNodePort
+// tells the cloud load balancer whether this node has a ready local
+// endpoint (200) or not (503), so traffic only goes to nodes that can serve
+// it without a second hop.
 
 import (
 	"context"

@@ -1,7 +1,6 @@
 package app
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -10,9 +9,10 @@ import (
 	"github.com/spf13/pflag"
 	v1 "k8s.io/api/core/v1"
 
-	"github.com/svcproxy/svcproxy/cmd/svcproxy/options"
-	"github.com/svcproxy/svcproxy/proxier"
-	"github.com/svcproxy/svcproxy/proxier/manifest"
+	"github.com/svcproxy/svcproxy/proxier/model"
+	"github.com/svcproxy/svcproxy/proxier/nodeconfig"
+	"github.com/svcproxy/svcproxy/proxier/objfile"
+	"github.com/svcproxy/svcproxy/proxier/rules"
 )
 
 type dumpOptions struct {
@@ -74,7 +74,7 @@ func (o *dumpOptions) addNodeFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.randomFully, "random-fully", true, "use MASQUERADE --random-fully")
 	f.BoolVar(&o.localhostNodePorts, "localhost-nodeports", true, "allow NodePorts on 127.0.0.1 (IPv4)")
 	f.StringSliceVar(&o.nodePortAddresses, "nodeport-addresses", nil, "node IPs that accept NodePorts (default: all local addresses)")
-	f.StringVar(&o.detectLocalMode, "detect-local-mode", options.LocalModeClusterCIDR, "how pod traffic is recognised: ClusterCIDR, NodeCIDR (the Node object's pod CIDR), BridgeInterface or InterfaceNamePrefix")
+	f.StringVar(&o.detectLocalMode, "detect-local-mode", nodeconfig.LocalModeClusterCIDR, "how pod traffic is recognised: ClusterCIDR, NodeCIDR (the Node object's pod CIDR), BridgeInterface or InterfaceNamePrefix")
 	f.StringVar(&o.bridgeInterface, "pod-bridge-interface", "", "the pod bridge, for --detect-local-mode=BridgeInterface")
 	f.StringVar(&o.ifacePrefix, "pod-interface-name-prefix", "", "the pod interface name prefix, for --detect-local-mode=InterfaceNamePrefix")
 	f.BoolVar(&o.podEgress, "masquerade-pod-egress", false, "masquerade pod traffic to destinations outside --cluster-cidr and --no-masquerade-cidrs")
@@ -89,24 +89,15 @@ func (o *dumpOptions) run(cmd *cobra.Command) ([]byte, error) {
 	if !o.jumps {
 		return rendered, nil
 	}
-	return withJumps(rendered, jumpsFor(cfg)), nil
-}
-
-// jumpsFor returns the jumps from built-in chains for cfg, by table.
-func jumpsFor(cfg *proxier.NodeConfig) map[string][]string {
-	jumps := proxier.Jumps()
-	if cfg.PodEgress != nil {
-		jumps = append(jumps, proxier.PodEgressJump())
-	}
-	return proxier.JumpsRestoreText(jumps)
+	return rules.WithJumps(rendered, rules.JumpsFor(cfg)), nil
 }
 
 // render loads the manifests and renders the full restore text (without
 // the jumps from built-in chains) for the node the flags describe.
-func (o *dumpOptions) render(cmd *cobra.Command) (*proxier.NodeConfig, []byte, error) {
-	objs := &manifest.Objects{}
+func (o *dumpOptions) render(cmd *cobra.Command) (*rules.NodeConfig, []byte, error) {
+	objs := &objfile.Objects{}
 	for _, f := range o.files {
-		got, err := manifest.Load(f, cmd.InOrStdin())
+		got, err := objfile.Load(f, cmd.InOrStdin())
 		if err != nil {
 			return nil, nil, badInput(err)
 		}
@@ -118,14 +109,36 @@ func (o *dumpOptions) render(cmd *cobra.Command) (*proxier.NodeConfig, []byte, e
 	if err != nil {
 		return nil, nil, badInput(err)
 	}
-	snap, err := proxier.BuildSnapshot(objs.Services, objs.EndpointSlices, cfg.Family)
+	snap, err := model.BuildSnapshot(objs.Services, objs.EndpointSlices, cfg.Family)
 	if err != nil {
 		return nil, nil, badInput(err)
 	}
-	return cfg, proxier.Render(snap, cfg, proxier.RenderOptions{Full: true}).Data, nil
+	return cfg, rules.Render(snap, cfg, rules.RenderOptions{Full: true}).Data, nil
 }
 
-func (o *dumpOptions) nodeConfig(nodes []*v1.Node) (*proxier.NodeConfig, error) {
+// dumpFlag spells a node setting as dump's flag.
+func dumpFlag(s nodeconfig.Setting) string {
+	switch s {
+	case nodeconfig.SettingMasqueradeBit:
+		return "--masquerade-bit"
+	case nodeconfig.SettingDetectLocalMode:
+		return "--detect-local-mode"
+	case nodeconfig.SettingBridgeInterface:
+		return "--pod-bridge-interface"
+	case nodeconfig.SettingInterfaceNamePrefix:
+		return "--pod-interface-name-prefix"
+	case nodeconfig.SettingClusterCIDRs:
+		return "--cluster-cidr"
+	case nodeconfig.SettingMasqueradePodEgress:
+		return "--masquerade-pod-egress"
+	}
+	return fmt.Sprintf("setting %d", s)
+}
+
+// nodeConfig builds the node configuration the flags (and the Node object
+// named by --node-name, if among the manifests) describe, with the
+// daemon's builder, so a dump shows exactly what a node would get.
+func (o *dumpOptions) nodeConfig(nodes []*v1.Node) (*rules.NodeConfig, error) {
 	var errs []error
 	family := v1.IPv4Protocol
 	switch o.ipFamily {
@@ -134,9 +147,6 @@ func (o *dumpOptions) nodeConfig(nodes []*v1.Node) (*proxier.NodeConfig, error) 
 		family = v1.IPv6Protocol
 	default:
 		errs = append(errs, fmt.Errorf("--ip-family: %q is not ipv4 or ipv6", o.ipFamily))
-	}
-	if o.masqueradeBit < 0 || o.masqueradeBit > 31 {
-		errs = append(errs, fmt.Errorf("--masquerade-bit: %d is out of range 0..31", o.masqueradeBit))
 	}
 	node := findNode(nodes, o.nodeName)
 	nodeIPs, err := parseAddrs("--node-ip", o.nodeIPs)
@@ -147,41 +157,29 @@ func (o *dumpOptions) nodeConfig(nodes []*v1.Node) (*proxier.NodeConfig, error) 
 	errs = append(errs, err)
 	npa, err := parseAddrs("--nodeport-addresses", o.nodePortAddresses)
 	errs = append(errs, err)
-	// The daemon's builder makes the detect-local and pod egress rules and
-	// the sets, so a dump shows exactly what a node would get.
-	daemon := options.Config{
+	settings := nodeconfig.Settings{
 		MasqueradeAll:       o.masqueradeAll,
 		MasqueradeBit:       int32(o.masqueradeBit),
 		LocalhostNodePorts:  o.localhostNodePorts,
 		DetectLocalMode:     o.detectLocalMode,
-		DetectLocal:         options.DetectLocal{BridgeInterface: o.bridgeInterface, InterfaceNamePrefix: o.ifacePrefix},
+		BridgeInterface:     o.bridgeInterface,
+		InterfaceNamePrefix: o.ifacePrefix,
 		ClusterCIDRs:        cidrs,
 		MasqueradePodEgress: o.podEgress,
 		NoMasqueradeCIDRs:   noMasq,
 	}
-	switch o.detectLocalMode {
-	case options.LocalModeClusterCIDR, options.LocalModeNodeCIDR:
-	case options.LocalModeBridgeInterface:
-		if o.bridgeInterface == "" {
-			errs = append(errs, errors.New("--detect-local-mode=BridgeInterface needs --pod-bridge-interface"))
-		}
-	case options.LocalModeInterfaceNamePrefix:
-		if o.ifacePrefix == "" {
-			errs = append(errs, errors.New("--detect-local-mode=InterfaceNamePrefix needs --pod-interface-name-prefix"))
-		}
-	default:
-		errs = append(errs, fmt.Errorf("--detect-local-mode: %q is not ClusterCIDR, NodeCIDR, BridgeInterface or InterfaceNamePrefix", o.detectLocalMode))
-	}
-	if o.podEgress && len(prefixesOf(cidrs, family)) == 0 {
+	if err := settings.Validate(dumpFlag); err != nil {
+		errs = append(errs, err)
+	} else if o.podEgress && len(nodeconfig.PrefixesOf(cidrs, family)) == 0 {
 		errs = append(errs, errors.New("--masquerade-pod-egress needs --cluster-cidr (of the --ip-family)"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	b := &nodeConfigBuilder{cfg: daemon, family: family, nodeName: o.nodeName, randomFully: o.randomFully}
-	cfg := b.build(node)
+	b := &nodeconfig.Builder{Settings: settings, Family: family, NodeName: o.nodeName, RandomFully: o.randomFully}
+	cfg := b.Build(node)
 	if len(nodeIPs) > 0 {
-		cfg.NodeIPs = ofFamily(nodeIPs, family)
+		cfg.NodeIPs = nodeconfig.OfFamily(nodeIPs, family)
 	}
 	// dump's --nodeport-addresses lists the addresses themselves (there is
 	// no host to match CIDRs against).
@@ -224,23 +222,4 @@ func parsePrefixes(flag string, raw []string) ([]netip.Prefix, error) {
 		out = append(out, p.Masked())
 	}
 	return out, errors.Join(errs...)
-}
-
-// withJumps inserts the jump rules just before each table's COMMIT.
-func withJumps(data []byte, jumps map[string][]string) []byte {
-	var out bytes.Buffer
-	table := ""
-	for _, line := range bytes.SplitAfter(data, []byte("\n")) {
-		t := string(bytes.TrimSpace(line))
-		if len(t) > 0 && t[0] == '*' {
-			table = t[1:]
-		}
-		if t == "COMMIT" {
-			for _, j := range jumps[table] {
-				out.WriteString(j + "\n")
-			}
-		}
-		out.Write(line)
-	}
-	return out.Bytes()
 }

@@ -163,9 +163,12 @@ func TestDumpPodEgressAndDetectLocal(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--masquerade-pod-egress"}, "--masquerade-pod-egress needs --cluster-cidr"},
-		{[]string{"--detect-local-mode", "BridgeInterface"}, "needs --pod-bridge-interface"},
-		{[]string{"--detect-local-mode", "PodCIDR"}, `--detect-local-mode: "PodCIDR" is not`},
+		// The same checks as the daemon's (nodeconfig.Settings.Validate), in
+		// its words, naming dump's flags.
+		{[]string{"--masquerade-pod-egress"}, "--masquerade-pod-egress needs the pod network: --cluster-cidr must list at least one CIDR"},
+		{[]string{"--cluster-cidr", "2001:db8::/64", "--masquerade-pod-egress"}, "--masquerade-pod-egress needs --cluster-cidr (of the --ip-family)"},
+		{[]string{"--detect-local-mode", "BridgeInterface"}, "requires the bridge name: --pod-bridge-interface must not be empty"},
+		{[]string{"--detect-local-mode", "PodCIDR"}, `--detect-local-mode: "PodCIDR" must be one of`},
 		{[]string{"--cluster-cidr", "198.51.100.0/24", "--masquerade-pod-egress", "--no-masquerade-cidrs", "192.0.2.300/25"}, `--no-masquerade-cidrs: "192.0.2.300/25" is not a CIDR`},
 	} {
 		code, out, errOut := runMain(t, svc, append([]string{"dump", "-f", "-"}, tc.args...)...)

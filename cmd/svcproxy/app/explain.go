@@ -7,11 +7,10 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
+	v1 "k8s.io/api/core/v1"
 
-	"github.com/svcproxy/svcproxy/iptables"
 	"github.com/svcproxy/svcproxy/iptables/trace"
 	"github.com/svcproxy/svcproxy/proxier/explain"
 )
@@ -75,8 +74,9 @@ problem was found; 2 bad input.`,
 	return cmd
 }
 
-// packet validates the packet flags. nodeIP is used for --from-node; local
-// tells whether an address is the node's own.
+// packet validates the packet flags into the packet to trace. A
+// --from-node packet gets its source later, from the node's configuration
+// (offline) or its routes (live).
 func (o *explainOptions) packet() (trace.Packet, error) {
 	var errs []error
 	p := trace.Packet{Protocol: strings.ToLower(o.proto), SrcPort: o.srcPort, InIface: o.inIface, Origin: trace.Incoming}
@@ -133,23 +133,6 @@ func (o *explainOptions) packet() (trace.Packet, error) {
 	return p, errors.Join(errs...)
 }
 
-// fromLocal makes a --from that is one of the node's addresses a local packet.
-func fromLocal(p *trace.Packet, local []netip.Addr) {
-	if p.Origin == trace.Incoming && (p.Src.IsLoopback() || containsAddr(local, p.Src)) {
-		p.Origin = trace.Local
-		p.InIface = ""
-	}
-}
-
-func containsAddr(as []netip.Addr, a netip.Addr) bool {
-	for _, b := range as {
-		if a == b {
-			return true
-		}
-	}
-	return false
-}
-
 func (o *explainOptions) run(cmd *cobra.Command) error {
 	p, err := o.packet()
 	if err != nil {
@@ -159,10 +142,10 @@ func (o *explainOptions) run(cmd *cobra.Command) error {
 	if len(o.files) > 0 {
 		rep, err = o.offline(cmd, p)
 	} else {
-		rep, err = explainLive(cmd.Context(), p, liveNode())
+		rep, err = explain.Live(cmd.Context(), p, explain.ForThisNode())
 	}
 	if err != nil {
-		return err
+		return traceErr(err)
 	}
 	return o.print(cmd, rep)
 }
@@ -184,18 +167,14 @@ func (o *explainOptions) print(cmd *cobra.Command, rep *explain.Report) error {
 	return nil
 }
 
-// offline renders the manifests for the node and traces through them.
+// offline renders the manifests for the node the flags describe and traces
+// through them.
 func (o *explainOptions) offline(cmd *cobra.Command, p trace.Packet) (*explain.Report, error) {
 	cfg, rendered, err := o.render(cmd)
 	if err != nil {
 		return nil, err
 	}
-	rules, err := iptables.ParseDump(withJumps(rendered, jumpsFor(cfg)))
-	if err != nil {
-		return nil, fmt.Errorf("parsing the rendered rules: %w", err)
-	}
-	local := append(append([]netip.Addr{}, cfg.NodeIPs...), cfg.NodePortAddresses...)
-	if p.Dst.Is4() != (cfg.Family == "IPv4") {
+	if p.Dst.Is4() != (cfg.Family == v1.IPv4Protocol) {
 		return nil, badInput(fmt.Errorf("--to %s is not of --ip-family %s", p.Dst, o.ipFamily))
 	}
 	if p.Origin == trace.Local && !p.Src.IsValid() {
@@ -207,21 +186,17 @@ func (o *explainOptions) offline(cmd *cobra.Command, p trace.Packet) (*explain.R
 			return nil, badInput(errors.New("--from-node: the node's address is unknown; give --node-ip or a Node object (--node-name)"))
 		}
 	}
-	fromLocal(&p, local)
-	ctx := trace.Context{LocalAddrs: local, Sets: cfg.IPSets}
-	rep, err := explain.Explain(rules, ctx, p)
-	if err != nil {
-		return nil, traceErr(err)
-	}
-	return rep, nil
+	return explain.Offline(rendered, cfg, p)
 }
 
+// traceErr adds the flag that supplies what the tracer could not decide
+// without.
 func traceErr(err error) error {
-	if strings.Contains(err.Error(), "-i ") || strings.Contains(err.Error(), "interface") {
+	switch {
+	case errors.Is(err, trace.ErrNeedInIface):
 		return fmt.Errorf("%w (give the incoming interface with --in-iface)", err)
+	case errors.Is(err, trace.ErrNeedSrcPort):
+		return fmt.Errorf("%w (give the source port with --source-port)", err)
 	}
 	return err
 }
-
-// liveTimeout bounds reading the node's rules.
-const liveTimeout = 30 * time.Second

@@ -1,15 +1,10 @@
 package app
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
-	"net/netip"
 	"strings"
 	"testing"
 
-	"github.com/svcproxy/svcproxy/iptables"
-	"github.com/svcproxy/svcproxy/iptables/trace"
 	"github.com/svcproxy/svcproxy/proxier/explain"
 )
 
@@ -116,67 +111,3 @@ func TestExplainBadInput(t *testing.T) {
 		t.Errorf("--from-node without a node: exit %d, %q", code, errOut)
 	}
 }
-
-// TestExplainLiveFake runs the live path against fakes: rules from the
-// renderer, a set, and a node without a default route.
-func TestExplainLiveFake(t *testing.T) {
-	o := &explainOptions{}
-	o.files = []string{"../../../manifests/examples"}
-	o.nodeName, o.clusterCIDRs = "node1", []string{"198.51.100.0/24", "10.0.0.0/8"} // two CIDRs: a set
-	o.masqueradeBit, o.ipFamily, o.detectLocalMode, o.randomFully = 14, "ipv4", "ClusterCIDR", true
-	cmd := newExplainCommand()
-	cfg, rendered, err := o.render(cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	saved := withJumps(rendered, jumpsFor(cfg))
-	var listed []string
-	l := live{
-		save: func(context.Context, iptables.Family) ([]byte, error) { return saved, nil },
-		setMembers: func(name string) ([]netip.Prefix, error) {
-			listed = append(listed, name)
-			return cfg.IPSets[name], nil
-		},
-		localAddrs: func() ([]netip.Addr, error) {
-			return []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("192.0.2.11")}, nil
-		},
-		node: func() (explain.Node, error) {
-			return explain.Node{Routes: routesOnly{"198.51.100.0/24": "cbr0", "192.0.2.0/24": "eth0"}, Sysctls: sysctls{"net.ipv4.ip_forward": "1"}}, nil
-		},
-	}
-	p := trace.Packet{Dst: netip.MustParseAddr("203.0.113.10"), DstPort: 80, Protocol: "tcp", Origin: trace.Local}
-	rep, err := explainLive(context.Background(), p, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(listed) != 1 || listed[0] != "SVCPROXY-POD-CIDRS" {
-		t.Errorf("sets listed: %v", listed)
-	}
-	if rep.Status != explain.StatusFail || !strings.Contains(rep.Verdict, "FAIL: no route to 203.0.113.10") || rep.Packet.Src != "192.0.2.11" {
-		t.Errorf("report:\n%s", rep.Text())
-	}
-	// From a pod: the incoming interface comes from the route back.
-	p = trace.Packet{Src: netip.MustParseAddr("198.51.100.4"), Dst: netip.MustParseAddr("203.0.113.10"), DstPort: 80, Protocol: "tcp", Origin: trace.Incoming}
-	rep, err = explainLive(context.Background(), p, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rep.Status != explain.StatusOK || rep.Packet.InIface != "cbr0" || len(rep.Endpoints()) != 3 {
-		t.Errorf("report:\n%s", rep.Text())
-	}
-}
-
-type routesOnly map[string]string
-
-func (r routesOnly) RouteGet(dst netip.Addr) (explain.Route, error) {
-	for p, dev := range r {
-		if netip.MustParsePrefix(p).Contains(dst) {
-			return explain.Route{Iface: dev}, nil
-		}
-	}
-	return explain.Route{}, errors.New("network is unreachable")
-}
-
-type sysctls map[string]string
-
-func (s sysctls) Sysctl(name string) (string, error) { return s[name], nil }

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -24,8 +24,10 @@ import (
 	"github.com/svcproxy/svcproxy/proxier"
 	"github.com/svcproxy/svcproxy/proxier/conntrack"
 	"github.com/svcproxy/svcproxy/proxier/healthcheck"
-	"github.com/svcproxy/svcproxy/proxier/healthz"
+	"github.com/svcproxy/svcproxy/proxier/host"
 	"github.com/svcproxy/svcproxy/proxier/metrics"
+	"github.com/svcproxy/svcproxy/proxier/nodeconfig"
+	"github.com/svcproxy/svcproxy/proxier/rules"
 )
 
 // addDaemonFlags gives cmd kube-proxy's flags and makes it run the daemon.
@@ -35,7 +37,7 @@ func addDaemonFlags(cmd *cobra.Command) {
 	fs := cmd.Flags()
 	o.AddFlags(fs)
 	options.AddKlogFlags(fs)
-	fs.SetNormalizeFunc(normalizeUnderscores)
+	fs.SetNormalizeFunc(options.WordSepNormalize)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if len(args) > 0 {
 			return badInput(fmt.Errorf("unknown command %q (see svcproxy --help)", args[0]))
@@ -58,18 +60,6 @@ func addDaemonFlags(cmd *cobra.Command) {
 	}
 }
 
-// normalizeUnderscores lets --iptables_sync_period mean
-// --iptables-sync-period, as kube-proxy's flag parsing does.
-func normalizeUnderscores(_ *pflag.FlagSet, name string) pflag.NormalizedName {
-	b := []byte(name)
-	for i := range b {
-		if b[i] == '_' {
-			b[i] = '-'
-		}
-	}
-	return pflag.NormalizedName(b)
-}
-
 func newRunCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -80,7 +70,7 @@ func newRunCommand() *cobra.Command {
 }
 
 func newCleanupCommand() *cobra.Command {
-	var backend string
+	var backend iptables.Backend
 	cmd := &cobra.Command{
 		Use:   "cleanup",
 		Short: "Remove every chain, rule and ipset svcproxy or kube-proxy (iptables mode) created",
@@ -89,7 +79,7 @@ func newCleanupCommand() *cobra.Command {
 			return runCleanup(cmd.Context(), backend)
 		},
 	}
-	cmd.Flags().StringVar(&backend, "iptables-backend", "auto", "auto, nft or legacy")
+	cmd.Flags().StringVar((*string)(&backend), "iptables-backend", string(iptables.BackendAuto), "auto, nft or legacy")
 	return cmd
 }
 
@@ -97,13 +87,13 @@ func newCleanupCommand() *cobra.Command {
 // whose iptables works here. A family whose iptables cannot be used is
 // skipped with a note (there can be nothing of ours in it); the ipsets go
 // last, once no rule of either family uses them.
-func runCleanup(ctx context.Context, backend string) error {
-	ipts, unusable := familyDetector{open: openIPTables(iptables.OSExecutor{})}.detect(ctx, backend)
+func runCleanup(ctx context.Context, backend iptables.Backend) error {
+	ipts, unusable := nodeconfig.FamilyDetector{Open: nodeconfig.OpenIPTables(iptables.OSExecutor{})}.Detect(ctx, backend)
 	if len(ipts) == 0 {
 		return fmt.Errorf("iptables is not available on this host: %w", unusable[v1.IPv4Protocol])
 	}
 	var errs []error
-	for _, family := range allFamilies {
+	for _, family := range nodeconfig.AllFamilies {
 		ipt := ipts[family]
 		if ipt == nil {
 			fmt.Fprintf(os.Stderr, "svcproxy: %s skipped: its iptables cannot be used here: %v\n", family, unusable[family])
@@ -137,14 +127,16 @@ func runDaemon(ctx context.Context, cfg options.Config) error {
 	}
 	// As kube-proxy: the conntrack sysctls are set before anything else,
 	// and failing to set them is fatal (see conntrack.SetSysctls).
-	if err := conntrack.SetSysctls(ctx, conntrack.ProcSys{}, conntrackSettings(cfg.Conntrack), runtime.NumCPU()); err != nil {
+	if err := conntrack.SetSysctls(ctx, host.ProcSys{}, conntrackSettings(cfg.Conntrack), runtime.NumCPU()); err != nil {
 		return fmt.Errorf("could not set conntrack parameters from the configuration: %w", err)
 	}
 	client, err := newClient(cfg)
 	if err != nil {
 		return err
 	}
-	plan, err := planFamilies(ctx, cfg, client, nodeName)
+	plan, err := nodeconfig.PlanFamilies(ctx, cfg.IPTablesBackend, cfg.BindAddress, nodeName, func(ctx context.Context) (*v1.Node, error) {
+		return client.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
+	})
 	if ctx.Err() != nil {
 		return nil // SIGTERM while starting up
 	}
@@ -152,7 +144,7 @@ func runDaemon(ctx context.Context, cfg options.Config) error {
 		return err
 	}
 
-	health, err := healthz.New(healthz.Config{BindAddress: cfg.HealthzBindAddress, HealthTimeout: 2 * cfg.SyncPeriod})
+	health, err := healthcheck.NewProxyHealth(healthcheck.ProxyHealthConfig{BindAddress: cfg.HealthzBindAddress, HealthTimeout: 2 * cfg.SyncPeriod})
 	if cfg.HealthzBindAddress == "" {
 		health, err = nil, nil
 	}
@@ -161,8 +153,8 @@ func runDaemon(ctx context.Context, cfg options.Config) error {
 	}
 	handlers := proxier.MultiHandlers{}
 	var proxiers []*proxier.Proxier
-	for _, family := range plan.families {
-		p, closeFn, err := newFamilyProxier(cfg, nodeName, plan.node, family, plan.ipts[family], health)
+	for _, family := range plan.Families {
+		p, closeFn, err := newFamilyProxier(cfg, nodeName, plan.Node, family, plan.IPTables[family], health)
 		if err != nil {
 			return fmt.Errorf("%s proxier: %w", family, err)
 		}
@@ -170,8 +162,8 @@ func runDaemon(ctx context.Context, cfg options.Config) error {
 		handlers[family] = p
 		proxiers = append(proxiers, p)
 	}
-	first := plan.ipts[plan.families[0]]
-	klog.InfoS("Starting svcproxy", "node", nodeName, "ipFamilies", plan.families, "iptablesBackend", first.Backend(), "randomFully", first.HasRandomFully())
+	first := plan.IPTables[plan.Families[0]]
+	klog.InfoS("Starting svcproxy", "node", nodeName, "ipFamilies", plan.Families, "iptablesBackend", first.Backend(), "randomFully", first.HasRandomFully())
 
 	metrics.Register()
 	errs := make(chan error, 3+len(proxiers))
@@ -215,23 +207,20 @@ func runDaemon(ctx context.Context, cfg options.Config) error {
 // the Node as seen at startup (nil if unknown), used only for those
 // addresses; the informers deliver it to the Proxier. The returned function
 // closes the health-check server.
-func newFamilyProxier(cfg options.Config, nodeName string, node *v1.Node, family v1.IPFamily, ipt iptables.Interface, health *healthz.ProxyHealth) (*proxier.Proxier, func(), error) {
-	randomFully := ipt.HasRandomFully()
-	nodeConfig := func(node *v1.Node) *proxier.NodeConfig {
-		return BuildNodeConfig(cfg, nodeName, node, family, randomFully)
-	}
+func newFamilyProxier(cfg options.Config, nodeName string, node *v1.Node, family v1.IPFamily, ipt iptables.Interface, health *healthcheck.ProxyHealth) (*proxier.Proxier, func(), error) {
+	builder := nodeconfig.ForHost(cfg.NodeSettings(), family, nodeName, ipt.HasRandomFully())
 	proxyHealthy := func() bool { return health == nil || health.IsHealthy() }
-	serviceHealth := healthcheck.NewServiceHealthServer(healthCheckAddrs(nodeConfig(node)), proxyHealthy, nil)
+	serviceHealth := healthcheck.NewServiceHealthServer(nodeconfig.HealthCheckAddrs(builder.Build(node)), proxyHealthy, nil)
 	sets := ipset.New()
 	p, err := proxier.New(proxier.Config{
 		ServiceHealth: serviceHealth,
 		Conntrack:     conntrack.Netlink{Family: family},
 		IPTables:      ipt,
-		NodeConfig:    nodeConfig,
+		NodeConfig:    builder.Build,
 		SyncPeriod:    cfg.SyncPeriod,
 		MinSyncPeriod: cfg.MinSyncPeriod,
 		Health:        health,
-		Sets: func(_ context.Context, nc *proxier.NodeConfig) error {
+		Sets: func(_ context.Context, nc *rules.NodeConfig) error {
 			return proxier.SyncIPSets(sets, nc)
 		},
 	})

@@ -24,6 +24,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/svcproxy/svcproxy/iptables"
+	"github.com/svcproxy/svcproxy/proxier/nodeconfig"
 )
 
 // Proxy modes. svcproxy implements only kube-proxy's iptables mode.
@@ -33,25 +36,6 @@ const (
 	ModeNFTables    = "nftables"
 	ModeKernelspace = "kernelspace"
 )
-
-// iptables backends (svcproxy's --iptables-backend).
-const (
-	BackendAuto   = "auto"
-	BackendNFT    = "nft"
-	BackendLegacy = "legacy"
-)
-
-// Ways to tell local (pod) traffic from other traffic (detectLocalMode).
-const (
-	LocalModeClusterCIDR         = "ClusterCIDR"
-	LocalModeNodeCIDR            = "NodeCIDR"
-	LocalModeBridgeInterface     = "BridgeInterface"
-	LocalModeInterfaceNamePrefix = "InterfaceNamePrefix"
-)
-
-// NodePortAddressesPrimary is the special nodePortAddresses value meaning
-// "the node's primary IPs, as the Node object gives them".
-const NodePortAddressesPrimary = "primary"
 
 // Default ports, as kube-proxy's.
 const (
@@ -102,7 +86,7 @@ type Config struct {
 	Mode string
 	// IPTablesBackend: --iptables-backend only (svcproxy extra): auto, nft
 	// or legacy.
-	IPTablesBackend string
+	IPTablesBackend iptables.Backend
 	// MasqueradeAll: iptables.masqueradeAll, --masquerade-all.
 	MasqueradeAll bool
 	// MasqueradeBit: iptables.masqueradeBit, --iptables-masquerade-bit.
@@ -182,13 +166,13 @@ func Defaults() Config {
 		HealthzBindAddress: net.JoinHostPort("0.0.0.0", strconv.Itoa(DefaultHealthzPort)),
 		MetricsBindAddress: net.JoinHostPort("127.0.0.1", strconv.Itoa(DefaultMetricsPort)),
 		Mode:               ModeIPTables,
-		IPTablesBackend:    BackendAuto,
+		IPTablesBackend:    iptables.BackendAuto,
 		MasqueradeBit:      14,
 		LocalhostNodePorts: true,
 		SyncPeriod:         30 * time.Second,
 		MinSyncPeriod:      time.Second,
 		ConfigSyncPeriod:   15 * time.Minute,
-		DetectLocalMode:    LocalModeClusterCIDR,
+		DetectLocalMode:    nodeconfig.LocalModeClusterCIDR,
 		OOMScoreAdj:        -999,
 		Conntrack: Conntrack{
 			MaxPerCore:            32 * 1024,
@@ -222,14 +206,11 @@ func (c *Config) Validate() error {
 		add("%s: %q is not a valid proxy mode (svcproxy supports only %q)", name("mode", "proxy-mode"), c.Mode, ModeIPTables)
 	}
 	switch c.IPTablesBackend {
-	case BackendAuto, BackendNFT, BackendLegacy:
+	case iptables.BackendAuto, iptables.BackendNFT, iptables.BackendLegacy:
 	default:
-		add("--iptables-backend: %q must be one of %s, %s, %s", c.IPTablesBackend, BackendAuto, BackendNFT, BackendLegacy)
+		add("--iptables-backend: %q must be one of %s, %s, %s", c.IPTablesBackend, iptables.BackendAuto, iptables.BackendNFT, iptables.BackendLegacy)
 	}
 
-	if c.MasqueradeBit < 0 || c.MasqueradeBit > 31 {
-		add("%s: %d is out of range 0..31", name("iptables.masqueradeBit", "iptables-masquerade-bit"), c.MasqueradeBit)
-	}
 	if c.SyncPeriod <= 0 {
 		add("%s: %v must be greater than 0", name("iptables.syncPeriod", "iptables-sync-period"), c.SyncPeriod)
 	}
@@ -263,9 +244,9 @@ func (c *Config) Validate() error {
 	}
 
 	for i, a := range c.NodePortAddresses {
-		if a == NodePortAddressesPrimary {
+		if a == nodeconfig.NodePortAddressesPrimary {
 			if len(c.NodePortAddresses) != 1 {
-				add("%s: can't use both %q and CIDRs", name("nodePortAddresses", "nodeport-addresses"), NodePortAddressesPrimary)
+				add("%s: can't use both %q and CIDRs", name("nodePortAddresses", "nodeport-addresses"), nodeconfig.NodePortAddressesPrimary)
 			}
 			continue
 		}
@@ -285,25 +266,10 @@ func (c *Config) Validate() error {
 		seenCIDR[p] = true
 	}
 
-	// Pod egress masquerade is defined by the pod network: without it every
-	// destination would count as "outside".
-	if c.MasqueradePodEgress && len(c.ClusterCIDRs) == 0 {
-		add("--masquerade-pod-egress needs the pod network: %s must list at least one CIDR", name("clusterCIDR", "cluster-cidr"))
-	}
-
-	switch c.DetectLocalMode {
-	case "", LocalModeClusterCIDR, LocalModeNodeCIDR:
-	case LocalModeBridgeInterface:
-		if c.DetectLocal.BridgeInterface == "" {
-			add("%s %s requires the bridge name: %s must not be empty", name("detectLocalMode", "detect-local-mode"), c.DetectLocalMode, name("detectLocal.bridgeInterface", "pod-bridge-interface"))
-		}
-	case LocalModeInterfaceNamePrefix:
-		if c.DetectLocal.InterfaceNamePrefix == "" {
-			add("%s %s requires the prefix: %s must not be empty", name("detectLocalMode", "detect-local-mode"), c.DetectLocalMode, name("detectLocal.interfaceNamePrefix", "pod-interface-name-prefix"))
-		}
-	default:
-		add("%s: %q must be one of %s, %s, %s, %s", name("detectLocalMode", "detect-local-mode"), c.DetectLocalMode,
-			LocalModeClusterCIDR, LocalModeNodeCIDR, LocalModeBridgeInterface, LocalModeInterfaceNamePrefix)
+	// What the rules of a node depend on is checked where it is used, so
+	// that dump and explain check it the same way.
+	if err := c.NodeSettings().Validate(settingName); err != nil {
+		errs = append(errs, err)
 	}
 
 	if c.OOMScoreAdj < -1000 || c.OOMScoreAdj > 1000 {
@@ -327,6 +293,43 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// NodeSettings are the settings the rules of a node depend on.
+func (c *Config) NodeSettings() nodeconfig.Settings {
+	return nodeconfig.Settings{
+		MasqueradeAll:       c.MasqueradeAll,
+		MasqueradeBit:       c.MasqueradeBit,
+		LocalhostNodePorts:  c.LocalhostNodePorts,
+		TCPBeLiberal:        c.Conntrack.TCPBeLiberal,
+		DetectLocalMode:     c.DetectLocalMode,
+		BridgeInterface:     c.DetectLocal.BridgeInterface,
+		InterfaceNamePrefix: c.DetectLocal.InterfaceNamePrefix,
+		ClusterCIDRs:        c.ClusterCIDRs,
+		NodePortAddresses:   c.NodePortAddresses,
+		BindAddress:         c.BindAddress,
+		MasqueradePodEgress: c.MasqueradePodEgress,
+		NoMasqueradeCIDRs:   c.NoMasqueradeCIDRs,
+	}
+}
+
+// settingName spells a node setting as the file field and flag it comes from.
+func settingName(s nodeconfig.Setting) string {
+	switch s {
+	case nodeconfig.SettingMasqueradeBit:
+		return name("iptables.masqueradeBit", "iptables-masquerade-bit")
+	case nodeconfig.SettingDetectLocalMode:
+		return name("detectLocalMode", "detect-local-mode")
+	case nodeconfig.SettingBridgeInterface:
+		return name("detectLocal.bridgeInterface", "pod-bridge-interface")
+	case nodeconfig.SettingInterfaceNamePrefix:
+		return name("detectLocal.interfaceNamePrefix", "pod-interface-name-prefix")
+	case nodeconfig.SettingClusterCIDRs:
+		return name("clusterCIDR", "cluster-cidr")
+	case nodeconfig.SettingMasqueradePodEgress:
+		return "--masquerade-pod-egress"
+	}
+	return fmt.Sprintf("setting %d", s)
 }
 
 // NodeName returns the name of this node: HostnameOverride if set, else the

@@ -441,7 +441,7 @@ func MarshalConfig(c *Config) ([]byte, error) {
 		extra = append(extra, "--master="+c.Master)
 	}
 	if c.IPTablesBackend != d.IPTablesBackend {
-		extra = append(extra, "--iptables-backend="+c.IPTablesBackend)
+		extra = append(extra, "--iptables-backend="+string(c.IPTablesBackend))
 	}
 	if c.MasqueradePodEgress {
 		extra = append(extra, "--masquerade-pod-egress=true")

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+	"github.com/svcproxy/svcproxy/proxier/nodeconfig"
 	"k8s.io/klog/v2"
 	"k8s.io/kube-proxy/config/v1alpha1"
 )
@@ -89,7 +90,7 @@ var ignoredFlags = []struct {
 // Logging flags (-v, --vmodule) are added by AddKlogFlags.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	c := &o.Config
-	fs.SetNormalizeFunc(wordSepNormalize)
+	fs.SetNormalizeFunc(WordSepNormalize)
 
 	// Flags outside the config file.
 	fs.StringVar(&o.ConfigFile, "config", o.ConfigFile, "The path to the configuration file (a kubeproxy.config.k8s.io/v1alpha1 KubeProxyConfiguration). When set, other flags that have a field in the file are ignored, except --hostname-override, as with kube-proxy.")
@@ -99,7 +100,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.hostnameOverride, "hostname-override", o.hostnameOverride, "If non-empty, will be used as the name of the Node that svcproxy is running on. If unset, the node name is assumed to be the same as the node's hostname. Overrides the config file.")
 
 	// svcproxy extras: not in the file, so always taken from the flags.
-	fs.StringVar(&c.IPTablesBackend, "iptables-backend", c.IPTablesBackend, "Which iptables to drive: 'auto' (detect which backend holds the system's rules), 'nft' (iptables-nft) or 'legacy' (iptables-legacy).")
+	fs.StringVar((*string)(&c.IPTablesBackend), "iptables-backend", string(c.IPTablesBackend), "Which iptables to drive: 'auto' (detect which backend holds the system's rules), 'nft' (iptables-nft) or 'legacy' (iptables-legacy).")
 	fs.BoolVar(&c.MasqueradePodEgress, "masquerade-pod-egress", c.MasqueradePodEgress, "Masquerade traffic from pods to destinations outside the cluster CIDRs and --no-masquerade-cidrs.")
 	fs.Var(&prefixListValue{p: &c.NoMasqueradeCIDRs}, "no-masquerade-cidrs", "Comma-separated CIDRs that --masquerade-pod-egress never masquerades traffic to.")
 
@@ -294,7 +295,7 @@ func (o *Options) Complete(fs *pflag.FlagSet) error {
 		o.Config.Mode = ModeIPTables
 	}
 	if o.Config.DetectLocalMode == "" {
-		o.Config.DetectLocalMode = LocalModeClusterCIDR
+		o.Config.DetectLocalMode = nodeconfig.LocalModeClusterCIDR
 	}
 	if len(o.Config.FeatureGates) > 0 {
 		var gates []string
@@ -357,9 +358,9 @@ func addressFromPortFlag(addr string, port int32) string {
 	return appendPortIfNeeded(addr, int(port))
 }
 
-// wordSepNormalize makes "--hostname_override" mean "--hostname-override",
+// WordSepNormalize makes "--hostname_override" mean "--hostname-override",
 // as kube-proxy's command line (component-base cli.Run) does.
-func wordSepNormalize(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+func WordSepNormalize(_ *pflag.FlagSet, name string) pflag.NormalizedName {
 	return pflag.NormalizedName(strings.ReplaceAll(name, "_", "-"))
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"github.com/svcproxy/svcproxy/proxier/nodeconfig"
 )
 
 // kubeadmConfig is the config.conf key of the kube-proxy ConfigMap kubeadm
@@ -442,11 +443,14 @@ func TestValidate(t *testing.T) {
 		{"bogus mode", func(c *Config) { c.Mode = "userspace" }, []string{`"userspace" is not a valid proxy mode`}},
 		{"empty mode", func(c *Config) { c.Mode = "" }, nil},
 		{"backend", func(c *Config) { c.IPTablesBackend = "xtables" }, []string{`--iptables-backend: "xtables" must be one of auto, nft, legacy`}},
-		{"NodeCIDR", func(c *Config) { c.DetectLocalMode = LocalModeNodeCIDR }, nil},
-		{"BridgeInterface without name", func(c *Config) { c.DetectLocalMode = LocalModeBridgeInterface },
+		{"NodeCIDR", func(c *Config) { c.DetectLocalMode = nodeconfig.LocalModeNodeCIDR }, nil},
+		{"BridgeInterface without name", func(c *Config) { c.DetectLocalMode = nodeconfig.LocalModeBridgeInterface },
 			[]string{"BridgeInterface requires the bridge name: detectLocal.bridgeInterface (--pod-bridge-interface) must not be empty"}},
-		{"BridgeInterface with name", func(c *Config) { c.DetectLocalMode = LocalModeBridgeInterface; c.DetectLocal.BridgeInterface = "cbr0" }, nil},
-		{"InterfaceNamePrefix without prefix", func(c *Config) { c.DetectLocalMode = LocalModeInterfaceNamePrefix },
+		{"BridgeInterface with name", func(c *Config) {
+			c.DetectLocalMode = nodeconfig.LocalModeBridgeInterface
+			c.DetectLocal.BridgeInterface = "cbr0"
+		}, nil},
+		{"InterfaceNamePrefix without prefix", func(c *Config) { c.DetectLocalMode = nodeconfig.LocalModeInterfaceNamePrefix },
 			[]string{"detectLocal.interfaceNamePrefix (--pod-interface-name-prefix) must not be empty"}},
 		{"bad local mode", func(c *Config) { c.DetectLocalMode = "PodCIDR" }, []string{`detectLocalMode (--detect-local-mode): "PodCIDR" must be one of`}},
 		{"dual-stack cluster CIDRs", func(c *Config) { c.ClusterCIDRs = prefixes("10.0.0.0/8", "fd00::/48") }, nil},
