@@ -3,7 +3,6 @@ package conntrack
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/svcproxy/svcproxy/proxier/host"
@@ -19,14 +18,6 @@ type Settings struct {
 	TCPBeLiberal          bool
 	UDPTimeout            time.Duration
 	UDPStreamTimeout      time.Duration
-}
-
-// Sysctls reads and writes integer kernel settings by /proc/sys path
-// relative name (e.g. "net/netfilter/nf_conntrack_max") and the conntrack
-// hash size. host.ProcSys is the real one.
-type Sysctls interface {
-	Get(name string) (int, error)
-	Set(name string, value int) error
 }
 
 // maxConntrackLimit caps the scaled maximum, as kube-proxy does.
@@ -57,10 +48,10 @@ func Max(s Settings, numCPU int) int {
 // naming the setting; kube-proxy then refuses to start, and so does the
 // daemon (inside a network namespace nf_conntrack_max is read-only: pass
 // --conntrack-max-per-core=0 there, as kind does for kube-proxy).
-func SetSysctls(ctx context.Context, sys Sysctls, s Settings, numCPU int) error {
+func SetSysctls(ctx context.Context, sys host.IntSysctls, s Settings, numCPU int) error {
 	logger := klog.FromContext(ctx)
 	if max := Max(s, numCPU); max > 0 {
-		if err := set(logger, sys, "net/netfilter/nf_conntrack_max", max); err != nil {
+		if err := host.EnsureSysctl(logger, sys, "net/netfilter/nf_conntrack_max", max); err != nil {
 			return err
 		}
 		if hash, err := sys.Get(hashsizeParam); err == nil && hash < max/4 {
@@ -81,26 +72,13 @@ func SetSysctls(ctx context.Context, sys Sysctls, s Settings, numCPU int) error 
 	}
 	for _, t := range seconds {
 		if t.d > 0 {
-			if err := set(logger, sys, "net/netfilter/"+t.name, int(t.d/time.Second)); err != nil {
+			if err := host.EnsureSysctl(logger, sys, "net/netfilter/"+t.name, int(t.d/time.Second)); err != nil {
 				return err
 			}
 		}
 	}
 	if s.TCPBeLiberal {
-		return set(logger, sys, "net/netfilter/nf_conntrack_tcp_be_liberal", 1)
+		return host.EnsureSysctl(logger, sys, "net/netfilter/nf_conntrack_tcp_be_liberal", 1)
 	}
 	return nil
 }
-
-func set(logger klog.Logger, sys Sysctls, name string, value int) error {
-	if cur, err := sys.Get(name); err == nil && cur == value {
-		return nil
-	}
-	logger.Info("Setting sysctl", "name", name, "value", value)
-	if err := sys.Set(name, value); err != nil {
-		return fmt.Errorf("sysctl %s=%d: %w", strings.ReplaceAll(name, "/", "."), value, err)
-	}
-	return nil
-}
-
-var _ Sysctls = host.ProcSys{}

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"k8s.io/klog/v2"
 )
 
 // SysctlReader reads a sysctl by its dotted name ("net.ipv4.ip_forward").
@@ -60,4 +62,27 @@ func (p ProcSys) Set(name string, value int) error {
 		return fmt.Errorf("%w (read-only here; inside a network namespace set --conntrack-max-per-core=0)", err)
 	}
 	return err
+}
+
+// IntSysctls reads and writes integer sysctls by slashed name relative to
+// /proc/sys ("net/netfilter/nf_conntrack_max") or absolute path. ProcSys is
+// the real one.
+type IntSysctls interface {
+	Get(name string) (int, error)
+	Set(name string, value int) error
+}
+
+var _ IntSysctls = ProcSys{}
+
+// EnsureSysctl sets name to value unless it already has it, logging each
+// write; the error names the setting.
+func EnsureSysctl(logger klog.Logger, sys IntSysctls, name string, value int) error {
+	if cur, err := sys.Get(name); err == nil && cur == value {
+		return nil
+	}
+	logger.Info("Setting sysctl", "name", name, "value", value)
+	if err := sys.Set(name, value); err != nil {
+		return fmt.Errorf("sysctl %s=%d: %w", strings.ReplaceAll(name, "/", "."), value, err)
+	}
+	return nil
 }

@@ -71,7 +71,8 @@ func (sp *ServicePort) Hash() string {
 }
 
 // ExternallyAccessible reports whether the port receives NodePort, external IP
-// or load-balancer traffic.
+// or load-balancer traffic (the per-port form of the Service's
+// ExternallyAccessible).
 func (sp *ServicePort) ExternallyAccessible() bool {
 	return sp.NodePort != 0 || len(sp.LoadBalancerVIPs) != 0 || len(sp.ExternalIPs) != 0
 }
@@ -172,12 +173,14 @@ func ServicePortsFromService(svc *v1.Service, family v1.IPFamily) ([]*ServicePor
 			common.ExternalIPs = append(common.ExternalIPs, ip)
 		}
 	}
-	if svc.Spec.Type == v1.ServiceTypeLoadBalancer {
-		common.LoadBalancerVIPs, errs = loadBalancerVIPs(svc, family, fieldErr, errs)
-		common.LoadBalancerSourceRanges, errs = sourceRanges(svc, family, fieldErr, errs)
-		if common.ExternalPolicyLocal {
-			common.HealthCheckNodePort = int(svc.Spec.HealthCheckNodePort)
-		}
+	// As kube-proxy, load-balancer IPs and source ranges are taken whatever
+	// the type (the API server clears them when a Service stops being a
+	// LoadBalancer; a controller may still set them); only the health-check
+	// node port needs type LoadBalancer.
+	common.LoadBalancerVIPs, errs = loadBalancerVIPs(svc, family, fieldErr, errs)
+	common.LoadBalancerSourceRanges, errs = sourceRanges(svc, family, fieldErr, errs)
+	if svc.Spec.Type == v1.ServiceTypeLoadBalancer && common.ExternalPolicyLocal {
+		common.HealthCheckNodePort = int(svc.Spec.HealthCheckNodePort)
 	}
 
 	var ports []*ServicePort
@@ -229,9 +232,9 @@ func servicePortFromSpec(svc *v1.Service, i int, common ServicePort, fieldErr fu
 	sp.Port = int(p.Port)
 	sp.Protocol = protocol
 	sp.hash = sp.Name.Hash()
-	if svc.Spec.Type == v1.ServiceTypeNodePort || svc.Spec.Type == v1.ServiceTypeLoadBalancer {
-		sp.NodePort = int(p.NodePort)
-	}
+	// kube-proxy takes the node port whatever the type; the API server
+	// allows one only on NodePort and LoadBalancer Services.
+	sp.NodePort = int(p.NodePort)
 	return &sp, nil
 }
 
@@ -293,11 +296,25 @@ func sourceRanges(svc *v1.Service, family v1.IPFamily, fieldErr func(string, str
 	return ranges, errs
 }
 
+// externalPolicyLocal is kube-proxy's: externalTrafficPolicy Local counts
+// for every externally accessible Service — NodePort, LoadBalancer, and a
+// ClusterIP Service with externalIPs.
 func externalPolicyLocal(svc *v1.Service) bool {
-	if svc.Spec.Type != v1.ServiceTypeNodePort && svc.Spec.Type != v1.ServiceTypeLoadBalancer {
-		return false
+	return ExternallyAccessible(svc) && svc.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal
+}
+
+// ExternallyAccessible reports whether a Service receives traffic from
+// outside the cluster, as the API defines it: type NodePort or
+// LoadBalancer, or type ClusterIP with externalIPs. (An empty type is the
+// API server's default, ClusterIP; offline manifests may leave it out.)
+func ExternallyAccessible(svc *v1.Service) bool {
+	switch svc.Spec.Type {
+	case v1.ServiceTypeNodePort, v1.ServiceTypeLoadBalancer:
+		return true
+	case v1.ServiceTypeClusterIP, "":
+		return len(svc.Spec.ExternalIPs) > 0
 	}
-	return svc.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal
+	return false
 }
 
 // FamilyOf is the IP family of ip (an IPv4-mapped IPv6 address is IPv4).

@@ -305,6 +305,48 @@ func TestFlowExternalIPs(t *testing.T) {
 	})
 }
 
+// externalTrafficPolicy Local on a ClusterIP Service with externalIPs, as
+// kube-proxy: outside traffic to the external IP goes only to this node's
+// endpoints with its source kept, and is dropped when there is none here;
+// pods and the node itself still reach every endpoint.
+func TestFlowExternalIPsLocalPolicy(t *testing.T) {
+	local := []string{"198.51.100.2:8080", "198.51.100.3:8080"}
+	ipt := applyToFake(t, scenarioNamed(t, "external-ips-local"))
+	runFlows(t, ipt, defaultTraceContext(), []flow{
+		{name: "outside client: local endpoints only, source kept", src: outsideIP, dst: "203.0.113.130", port: 80, origin: trace.Incoming,
+			endpoints: local, masq: map[string]bool{"198.51.100.2:8080": false, "198.51.100.3:8080": false}},
+		{name: "pod: every endpoint (short-circuit)", src: podOnNode1, dst: "203.0.113.130", port: 80, origin: trace.Incoming,
+			endpoints: webEndpoints, masq: map[string]bool{"198.51.100.66:8080": false}},
+		{name: "node: every endpoint, masqueraded", src: nodeIP, dst: "203.0.113.130", port: 80, origin: trace.Local,
+			endpoints: webEndpoints, masq: map[string]bool{"198.51.100.66:8080": true}},
+		{name: "cluster IP keeps the cluster policy", src: outsideIP, dst: "203.0.113.10", port: 80, origin: trace.Incoming,
+			endpoints: webEndpoints},
+	})
+	ipt = applyToFake(t, scenarioNamed(t, "external-ips-local-none-here"))
+	runFlows(t, ipt, defaultTraceContext(), []flow{
+		{name: "outside client, no local endpoint: dropped", src: outsideIP, dst: "203.0.113.130", port: 80, origin: trace.Incoming,
+			endpoints: []string{}, verdicts: []string{"DROP"}},
+		{name: "pod still reaches the remote endpoint", src: podOnNode1, dst: "203.0.113.130", port: 80, origin: trace.Incoming,
+			endpoints: []string{"198.51.100.66:8080"}},
+	})
+}
+
+// With NodePorts only on a non-loopback address no localhost NodePort can
+// exist: 127.0.0.1:NODEPORT is not a service, and no KUBE-FIREWALL chain
+// is written.
+func TestFlowNodePortAddressesWithoutLoopback(t *testing.T) {
+	ipt := applyToFake(t, scenarioNamed(t, "nodeport-addresses-no-loopback"))
+	runFlows(t, ipt, defaultTraceContext(), []flow{
+		{name: "node IP NodePort works", src: outsideIP, dst: nodeIP, port: 30080, origin: trace.Incoming,
+			endpoints: []string{"198.51.100.4:8080"}},
+		{name: "localhost NodePort does not exist", src: "127.0.0.1", dst: "127.0.0.1", port: 30080, origin: trace.Local,
+			endpoints: []string{}},
+	})
+	if c := ipt.Dump().Chain(iptables.TableFilter, rules.ChainKubeletFirewall); c != nil && len(c.Rules) > 0 {
+		t.Errorf("KUBE-FIREWALL has rules although no localhost NodePort can exist: %v", c.Rules)
+	}
+}
+
 func TestFlowSessionAffinity(t *testing.T) {
 	ipt := applyToFake(t, scenarioNamed(t, "session-affinity"))
 	sticky := rules.EndpointChain(testobj.WebPortName, "198.51.100.3:8080")

@@ -62,6 +62,18 @@ func (c *NodeConfig) MasqueradeMark() string {
 
 func (c *NodeConfig) isIPv6() bool { return c.Family == v1.IPv6Protocol }
 
+// LocalhostNodePortsPossible reports whether a NodePort can answer on
+// 127.0.0.1, as kube-proxy decides it: IPv4 only, LocalhostNodePorts on, and
+// NodePorts open on every local address or on a loopback one. Then the
+// kernel needs route_localnet=1, and the rules block the anti-martian hole
+// that opens (KUBE-FIREWALL).
+func (c *NodeConfig) LocalhostNodePortsPossible() bool {
+	if c.isIPv6() || !c.LocalhostNodePorts {
+		return false
+	}
+	return c.NodePortAddresses == nil || slices.ContainsFunc(c.NodePortAddresses, netip.Addr.IsLoopback)
+}
+
 // RenderOptions select full or partial output.
 type RenderOptions struct {
 	// Full writes every service's chains. Otherwise only services in
@@ -178,7 +190,7 @@ func (r *render) writeBaseChains() {
 	r.nat.rule(ChainPostrouting, masq...)
 	r.nat.rule(ChainMarkMasq, "-j", "MARK", "--or-mark", r.mark)
 
-	if !r.cfg.isIPv6() && r.cfg.LocalhostNodePorts {
+	if r.cfg.LocalhostNodePortsPossible() {
 		// route_localnet opens 127.0.0.1 NodePorts to the network
 		// (kubernetes#90259); this is kubelet's identical mitigation.
 		r.filter.declare(ChainKubeletFirewall)

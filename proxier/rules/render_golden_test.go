@@ -98,6 +98,19 @@ func scenarios() []scenario {
 			slices: []*discovery.EndpointSlice{testobj.Slice("demo", "lb", "lb-1", testobj.TCPPort("http", 8080), testobj.Endpoint("198.51.100.6", testobj.OnNode("node1")))}},
 		{name: "external-ips", services: []*v1.Service{testobj.Service("demo", "web", "203.0.113.10", testobj.Port("http", v1.ProtocolTCP, 80), testobj.ExternalIPs("203.0.113.130"))},
 			slices: []*discovery.EndpointSlice{webSlice}},
+		// externalTrafficPolicy Local counts for a ClusterIP Service with
+		// externalIPs too (issue 8): KUBE-EXT-* and KUBE-SVL-*, as kube-proxy.
+		{name: "external-ips-local", services: []*v1.Service{testobj.Service("demo", "web", "203.0.113.10", testobj.Port("http", v1.ProtocolTCP, 80),
+			testobj.ExternalIPs("203.0.113.130"), testobj.ExternalLocal(0))},
+			slices: []*discovery.EndpointSlice{webSlice}},
+		{name: "external-ips-local-none-here", services: []*v1.Service{testobj.Service("demo", "web", "203.0.113.10", testobj.Port("http", v1.ProtocolTCP, 80),
+			testobj.ExternalIPs("203.0.113.130"), testobj.ExternalLocal(0))},
+			slices: []*discovery.EndpointSlice{testobj.Slice("demo", "web", "web-1", testobj.TCPPort("http", 8080), testobj.Endpoint("198.51.100.66", testobj.OnNode("node2")))}},
+		// NodePorts only on a non-loopback address: no localhost NodePort can
+		// exist, so no KUBE-FIREWALL chain (kube-proxy writes none either).
+		{name: "nodeport-addresses-no-loopback", services: []*v1.Service{testobj.Service("demo", "shop", "203.0.113.20", testobj.NodePort("http", v1.ProtocolTCP, 80, 30080))},
+			slices: []*discovery.EndpointSlice{testobj.Slice("demo", "shop", "shop-1", testobj.TCPPort("http", 8080), testobj.Endpoint("198.51.100.4", testobj.OnNode("node1")))},
+			config: func(c *rules.NodeConfig) { c.NodePortAddresses = []netip.Addr{netip.MustParseAddr("192.0.2.11")} }},
 		{name: "session-affinity", services: []*v1.Service{testobj.Service("demo", "web", "203.0.113.10", testobj.Port("http", v1.ProtocolTCP, 80), testobj.ClientIPAffinity(600))},
 			slices: []*discovery.EndpointSlice{webSlice}},
 		{name: "topology-zone-hints", services: []*v1.Service{webService},

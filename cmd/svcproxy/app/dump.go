@@ -182,8 +182,13 @@ func (o *dumpOptions) nodeConfig(nodes []*v1.Node) (*rules.NodeConfig, error) {
 		cfg.NodeIPs = nodeconfig.OfFamily(nodeIPs, family)
 	}
 	// dump's --nodeport-addresses lists the addresses themselves (there is
-	// no host to match CIDRs against).
-	cfg.NodePortAddresses = npa
+	// no host to match CIDRs against). As kube-proxy, each family takes its
+	// own; none of the family means every local address.
+	if own := nodeconfig.OfFamily(npa, family); len(own) > 0 {
+		cfg.NodePortAddresses = own
+	} else {
+		cfg.NodePortAddresses = nil
+	}
 	return cfg, nil
 }
 

@@ -209,8 +209,18 @@ func runDaemon(ctx context.Context, cfg options.Config) error {
 // closes the health-check server.
 func newFamilyProxier(cfg options.Config, nodeName string, node *v1.Node, family v1.IPFamily, ipt iptables.Interface, health *healthcheck.ProxyHealth) (*proxier.Proxier, func(), error) {
 	builder := nodeconfig.ForHost(cfg.NodeSettings(), family, nodeName, ipt.HasRandomFully())
+	initial := builder.Build(node)
+	if initial.LocalhostNodePortsPossible() {
+		// As kube-proxy: 127.0.0.1 NodePorts need the kernel to route
+		// loopback sources off the host (KUBE-FIREWALL closes that to the
+		// outside); failing to set it is fatal.
+		klog.InfoS("Setting route_localnet=1 to allow node-ports on localhost; to change this either disable iptables.localhostNodePorts (--iptables-localhost-nodeports) or set nodePortAddresses (--nodeport-addresses) to filter loopback addresses")
+		if err := host.EnsureSysctl(klog.Background(), host.ProcSys{}, "net/ipv4/conf/all/route_localnet", 1); err != nil {
+			return nil, nil, err
+		}
+	}
 	proxyHealthy := func() bool { return health == nil || health.IsHealthy() }
-	serviceHealth := healthcheck.NewServiceHealthServer(nodeconfig.HealthCheckAddrs(builder.Build(node)), proxyHealthy, nil)
+	serviceHealth := healthcheck.NewServiceHealthServer(nodeconfig.HealthCheckAddrs(initial), proxyHealthy, nil)
 	sets := ipset.New()
 	p, err := proxier.New(proxier.Config{
 		ServiceHealth: serviceHealth,
