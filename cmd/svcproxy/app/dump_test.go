@@ -177,3 +177,42 @@ func TestDumpPodEgressAndDetectLocal(t *testing.T) {
 		}
 	}
 }
+
+// --nodeport-addresses with addresses of both families: each family's rules
+// get only their own (issue 8); none of the family means every local
+// address, as kube-proxy's nodePortAddresses.
+func TestDumpNodePortAddressesPerFamily(t *testing.T) {
+	svc := `apiVersion: v1
+kind: Service
+metadata: {name: np, namespace: demo}
+spec:
+  type: NodePort
+  clusterIPs: [203.0.113.9, "2001:db8:5::9"]
+  ipFamilies: [IPv4, IPv6]
+  ports: [{name: http, port: 80, nodePort: 30009}]
+`
+	const jump = " -j KUBE-NODEPORTS"
+	for _, tc := range []struct {
+		family, addrs string
+		want, notWant []string
+	}{
+		{"ipv4", "192.0.2.11,2001:db8::11", []string{"-d 192.0.2.11" + jump}, []string{"2001:db8::11"}},
+		{"ipv6", "192.0.2.11,2001:db8::11", []string{"-d 2001:db8::11" + jump}, []string{"192.0.2.11"}},
+		{"ipv6", "192.0.2.11", []string{"-m addrtype --dst-type LOCAL ! -d ::1/128" + jump}, []string{"192.0.2.11"}},
+	} {
+		code, out, errOut := runMain(t, svc, "dump", "-f", "-", "--ip-family", tc.family, "--nodeport-addresses", tc.addrs)
+		if code != 0 {
+			t.Fatalf("%s %s: exit %d: %s", tc.family, tc.addrs, code, errOut)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%s %s: dump lacks %q:\n%s", tc.family, tc.addrs, w, out)
+			}
+		}
+		for _, nw := range tc.notWant {
+			if strings.Contains(out, nw) {
+				t.Errorf("%s %s: dump mentions the other family's %q:\n%s", tc.family, tc.addrs, nw, out)
+			}
+		}
+	}
+}
