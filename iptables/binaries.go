@@ -96,6 +96,33 @@ func (r *binaries) Save(ctx context.Context, table Table) ([]byte, error) {
 	return r.exec.Run(ctx, binary(r.family, r.backend, "-save"), []string{"-t", string(table)}, nil)
 }
 
+// ListChains implements Interface.
+func (r *binaries) ListChains(ctx context.Context, table Table) ([]string, error) {
+	if r.backend == BackendNFT {
+		ns := ""
+		if n, ok := r.exec.(namespaced); ok {
+			ns = n.NetworkNamespace()
+		}
+		return listChainsNetlink(r.family, table, ns)
+	}
+	// Legacy tables come from the kernel as one blob either way, so a save
+	// costs about what any listing does (about a second at 110,000 chains).
+	out, err := r.Save(ctx, table)
+	if err != nil {
+		return nil, err
+	}
+	return ChainNames(out), nil
+}
+
+// SaveChain implements Interface.
+func (r *binaries) SaveChain(ctx context.Context, table Table, chain string) ([]byte, error) {
+	out, err := r.run(ctx, table, "-S", chain)
+	if exitCode(err) == 1 {
+		return nil, fmt.Errorf("%s %s/%s: %w", r, table, chain, ErrNoChain)
+	}
+	return out, err
+}
+
 func (r *binaries) ChainExists(ctx context.Context, table Table, chain string) (bool, error) {
 	// -S CHAIN 1 prints at most one rule, so this stays cheap for long chains.
 	_, err := r.run(ctx, table, "-S", chain, "1")

@@ -108,8 +108,10 @@ func TestNewVersionAndFamily(t *testing.T) {
 }
 
 func TestDetectBackend(t *testing.T) {
-	const kubeNAT = "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n-A PREROUTING -j KUBE-SERVICES\nCOMMIT\n"
-	many := "*filter\n" + strings.Repeat("-A INPUT -j ACCEPT\n", 5) + "COMMIT\n"
+	present := reply{stdout: ""} // exit 0: "-S CHAIN 1" found the chain
+	builtin := func(chain string, rules int) reply {
+		return reply{stdout: "-P " + chain + " ACCEPT\n" + strings.Repeat("-A "+chain+" -j ACCEPT\n", rules)}
+	}
 	tests := []struct {
 		name    string
 		replies map[string]reply
@@ -117,28 +119,35 @@ func TestDetectBackend(t *testing.T) {
 	}{
 		{"nothing anywhere: nft", map[string]reply{}, BackendNFT},
 		{"hint chain in legacy mangle", map[string]reply{
-			"iptables-legacy-save -t mangle": {stdout: "*mangle\n:KUBE-IPTABLES-HINT - [0:0]\nCOMMIT\n"},
-			"iptables-nft-save":              {stdout: many},
+			"iptables-legacy -t mangle -S KUBE-IPTABLES-HINT 1": present,
+			"iptables-nft -t filter -S INPUT":                   builtin("INPUT", 5),
 		}, BackendLegacy},
 		{"canary chain in nft v6 mangle", map[string]reply{
-			"ip6tables-nft-save -t mangle": {stdout: "*mangle\n:KUBE-KUBELET-CANARY - [0:0]\nCOMMIT\n"},
-			"iptables-legacy-save":         {stdout: many},
+			"ip6tables-nft -t mangle -S KUBE-KUBELET-CANARY 1": present,
+			"iptables-legacy -t filter -S INPUT":               builtin("INPUT", 5),
 		}, BackendNFT},
 		{"KUBE- chains beat rule counts", map[string]reply{
-			"iptables-legacy-save": {stdout: kubeNAT},
-			"iptables-nft-save":    {stdout: many},
+			"iptables-legacy -t nat -S KUBE-SERVICES 1": present,
+			"iptables-nft -t filter -S INPUT":           builtin("INPUT", 5),
+		}, BackendLegacy},
+		{"kube-proxy's canary counts as KUBE- chains", map[string]reply{
+			"ip6tables-legacy -t mangle -S KUBE-PROXY-CANARY 1": present,
+			"iptables-nft -t filter -S INPUT":                   builtin("INPUT", 5),
 		}, BackendLegacy},
 		{"more legacy rules", map[string]reply{
-			"iptables-legacy-save": {stdout: many},
-			"iptables-nft-save":    {stdout: "*filter\n-A INPUT -j ACCEPT\nCOMMIT\n"},
+			"iptables-legacy -t filter -S INPUT": builtin("INPUT", 5),
+			"iptables-nft -t filter -S INPUT":    builtin("INPUT", 1),
 		}, BackendLegacy},
 		{"tie goes to nft", map[string]reply{
-			"iptables-legacy-save": {stdout: many},
-			"ip6tables-nft-save":   {stdout: many},
+			"iptables-legacy -t filter -S INPUT": builtin("INPUT", 5),
+			"ip6tables-nft -t nat -S OUTPUT":     builtin("OUTPUT", 5),
 		}, BackendNFT},
 		{"KUBE- in both: count rules", map[string]reply{
-			"iptables-legacy-save": {stdout: kubeNAT},
-			"iptables-nft-save":    {stdout: kubeNAT + many},
+			"iptables-legacy -t nat -S KUBE-SERVICES 1": present,
+			"iptables-nft -t nat -S KUBE-SERVICES 1":    present,
+			"iptables-legacy -t nat -S PREROUTING":      builtin("PREROUTING", 1),
+			"iptables-nft -t nat -S PREROUTING":         builtin("PREROUTING", 1),
+			"iptables-nft -t filter -S INPUT":           builtin("INPUT", 5),
 		}, BackendNFT},
 	}
 	for _, tt := range tests {
@@ -151,6 +160,13 @@ func TestDetectBackend(t *testing.T) {
 			}
 			if got := ipt.Backend(); got != tt.want {
 				t.Errorf("Backend = %q, want %q (calls %q)", got, tt.want, e.argvs())
+			}
+			// Never a whole-table save: it takes minutes and crashes on
+			// tables of 100,000 chains.
+			for _, argv := range e.argvs() {
+				if strings.Contains(strings.Fields(argv)[0], "-save") {
+					t.Errorf("detection ran %q", argv)
+				}
 			}
 		})
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 )
 
@@ -16,8 +17,15 @@ type Fake struct {
 	family      Family
 	dump        *Dump
 	restores    int
+	saves       int
 	lastRestore []byte
 	failNext    error
+
+	// BeforeRestore, when set, runs at the start of every Restore, with
+	// its context; an error fails that Restore without applying anything.
+	// Tests use it to make a restore slow (waiting on a fake clock) or to
+	// watch cancellation.
+	BeforeRestore func(ctx context.Context) error
 
 	// RandomFully is what HasRandomFully reports; true by default.
 	RandomFully bool
@@ -38,7 +46,16 @@ func NewFake(family Family) *Fake {
 }
 
 // Restore implements Interface. With opts.Test nothing changes.
-func (f *Fake) Restore(_ context.Context, data []byte, opts RestoreOptions) error {
+func (f *Fake) Restore(ctx context.Context, data []byte, opts RestoreOptions) error {
+	if hook := f.BeforeRestore; hook != nil {
+		if err := hook(ctx); err != nil {
+			f.mu.Lock()
+			f.restores++
+			f.lastRestore = slices.Clone(data)
+			f.mu.Unlock()
+			return &RestoreError{Err: err}
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.restores++
@@ -71,6 +88,7 @@ func (f *Fake) Restore(_ context.Context, data []byte, opts RestoreOptions) erro
 func (f *Fake) Save(_ context.Context, table Table) ([]byte, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.saves++
 	t := f.dump.Table(table)
 	if t == nil {
 		return nil, fmt.Errorf("fake iptables-save: table %q does not exist", table)
@@ -178,6 +196,55 @@ func (f *Fake) Backend() Backend { return f.BackendName }
 
 // IsIPv6 implements Interface.
 func (f *Fake) IsIPv6() bool { return f.family == IPv6 }
+
+// ListChains implements Interface.
+func (f *Fake) ListChains(_ context.Context, table Table) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t := f.dump.Table(table)
+	if t == nil {
+		return nil, nil
+	}
+	names := make([]string, 0, len(t.Chains))
+	for _, c := range t.Chains {
+		names = append(names, c.Name)
+	}
+	return names, nil
+}
+
+// SaveChain implements Interface, in iptables -S form.
+func (f *Fake) SaveChain(_ context.Context, table Table, chain string) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t := f.dump.Table(table)
+	var c *Chain
+	if t != nil {
+		c = t.Chain(chain)
+	}
+	if c == nil {
+		return nil, fmt.Errorf("fake iptables -t %s -S %s: %w", table, chain, ErrNoChain)
+	}
+	var b strings.Builder
+	if IsBuiltinChain(table, chain) {
+		fmt.Fprintf(&b, "-P %s %s\n", chain, c.Policy)
+	} else {
+		fmt.Fprintf(&b, "-N %s\n", chain)
+	}
+	for _, r := range c.Rules {
+		b.WriteString(r.String(chain))
+		b.WriteByte('\n')
+	}
+	return []byte(b.String()), nil
+}
+
+// Saves returns how many times the whole-table Save has been called: the
+// daemon's paths must never call it (a whole-table save fails on big
+// nodes).
+func (f *Fake) Saves() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.saves
+}
 
 // FailNextRestore makes the next Restore return err without applying
 // anything (it still counts, and is still recorded as the last input).

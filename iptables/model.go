@@ -1,6 +1,7 @@
 package iptables
 
 import (
+	"bytes"
 	"slices"
 	"strings"
 )
@@ -170,4 +171,18 @@ func (t *TableDump) sortedChains() []*Chain {
 	}
 	slices.SortFunc(user, func(a, b *Chain) int { return strings.Compare(a.Name, b.Name) })
 	return append(builtin, user...)
+}
+
+// ChainNames lists the chains declared in iptables-save output (its
+// ":NAME POLICY [counters]" lines) without parsing any rule.
+func ChainNames(save []byte) []string {
+	var names []string
+	for _, line := range bytes.Split(save, []byte("\n")) {
+		if len(line) > 1 && line[0] == ':' {
+			if end := bytes.IndexByte(line, ' '); end > 1 {
+				names = append(names, string(line[1:end]))
+			}
+		}
+	}
+	return names
 }

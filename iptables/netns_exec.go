@@ -21,3 +21,10 @@ func (e NetnsExecutor) Run(ctx context.Context, name string, args []string, stdi
 	}
 	return next.Run(ctx, "ip", append([]string{"netns", "exec", e.Namespace, name}, args...), stdin)
 }
+
+// NetworkNamespace names the namespace the commands run in; the real
+// Interface opens its netlink sockets there too.
+func (e NetnsExecutor) NetworkNamespace() string { return e.Namespace }
+
+// namespaced is an Executor whose commands run in another network namespace.
+type namespaced interface{ NetworkNamespace() string }
