@@ -123,11 +123,13 @@ func (p *ruleParser) option(opt string, negate bool) error {
 		if err != nil {
 			return err
 		}
-		prefix, err := parsePrefix(v)
+		m, err := parseAddrMatch(v)
 		if err != nil {
 			return fmt.Errorf("%s: %w", opt, err)
 		}
-		p.spec.Matches = append(p.spec.Matches, &AddrMatch{Source: opt[1] == 's' || opt == "--src", Prefix: prefix, Negate: negate})
+		m.Source = opt == "-s" || opt == "--source" || opt == "--src"
+		m.Negate = negate
+		p.spec.Matches = append(p.spec.Matches, m)
 		return nil
 	case "-p", "--protocol":
 		v, err := p.value(opt)
@@ -287,6 +289,60 @@ func (p *ruleParser) finish() error {
 
 // parsePrefix parses an -s/-d value: an address, a CIDR, or an address with
 // a dotted netmask. A bare address means a host prefix.
+// parseAddrMatch parses an -s/-d value: an address, a CIDR, or an address
+// with an address-form mask. A mask that is not a prefix (iptables accepts
+// any, e.g. "0.0.0.5/0.0.0.63", matching on the low bits) is kept as Mask.
+func parseAddrMatch(v string) (*AddrMatch, error) {
+	addr, mask, hasMask := strings.Cut(v, "/")
+	if a, err := netip.ParseAddr(addr); err == nil && hasMask {
+		if m, err := netip.ParseAddr(mask); err == nil && m.Is4() == a.Is4() && maskLen(m) < 0 {
+			return &AddrMatch{Prefix: netip.PrefixFrom(andAddr(a, m), a.BitLen()), Mask: m}, nil
+		}
+	}
+	prefix, err := parsePrefix(v)
+	if err != nil {
+		return nil, err
+	}
+	return &AddrMatch{Prefix: prefix}, nil
+}
+
+// maskLen returns the length of a contiguous address-form mask of either
+// family, or -1.
+func maskLen(mask netip.Addr) int {
+	b := mask.AsSlice()
+	n := 0
+	for _, x := range b {
+		for bit := 7; bit >= 0; bit-- {
+			if x&(1<<bit) == 0 {
+				goto rest
+			}
+			n++
+		}
+	}
+	return n
+rest:
+	for i := n / 8; i < len(b); i++ {
+		keep := byte(0)
+		if i == n/8 {
+			keep = byte(0xff << (8 - n%8))
+		}
+		if b[i]&^keep != 0 {
+			return -1
+		}
+	}
+	return n
+}
+
+// andAddr is a AND mask, bytewise.
+func andAddr(a, mask netip.Addr) netip.Addr {
+	x, m := a.AsSlice(), mask.AsSlice()
+	for i := range x {
+		x[i] &= m[i]
+	}
+	out, _ := netip.AddrFromSlice(x)
+	return out
+}
+
 func parsePrefix(v string) (netip.Prefix, error) {
 	addr, bits, hasBits := strings.Cut(v, "/")
 	a, err := netip.ParseAddr(addr)
@@ -295,8 +351,8 @@ func parsePrefix(v string) (netip.Prefix, error) {
 	}
 	n := a.BitLen()
 	if hasBits {
-		if mask, err := netip.ParseAddr(bits); err == nil && mask.Is4() && a.Is4() {
-			n = maskBits(mask)
+		if mask, err := netip.ParseAddr(bits); err == nil && mask.Is4() == a.Is4() {
+			n = maskLen(mask)
 			if n < 0 {
 				return netip.Prefix{}, fmt.Errorf("non-contiguous netmask in %q", v)
 			}
@@ -305,21 +361,6 @@ func parsePrefix(v string) (netip.Prefix, error) {
 		}
 	}
 	return netip.PrefixFrom(a, n).Masked(), nil
-}
-
-// maskBits returns the length of a contiguous dotted netmask, or -1.
-func maskBits(mask netip.Addr) int {
-	b := mask.As4()
-	m := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
-	n := 0
-	for m&0x80000000 != 0 {
-		m <<= 1
-		n++
-	}
-	if m != 0 {
-		return -1
-	}
-	return n
 }
 
 // parsePortRange parses "p", "a:b", "a:" or ":b".

@@ -212,7 +212,7 @@ func TestParseRuleArgsErrors(t *testing.T) {
 		{`-j ACCEPT --reject-with foo`, "unknown option --reject-with"},
 		{`-s 10.0.0.300 -j ACCEPT`, "invalid address"},
 		{`-s 10.0.0.0/33 -j ACCEPT`, "invalid prefix length"},
-		{`-s 10.0.0.0/255.0.255.0`, "non-contiguous netmask"},
+		{`-s 10.0.0.0/::ff`, "invalid prefix length"}, // a mask of the other family
 		{`-s`, "option -s needs a value"},
 		{`-p tcp --dport 80:70`, "backwards"},
 		{`-p tcp --dport http`, "invalid port"},
@@ -425,5 +425,43 @@ func TestParseRuleArgsExact(t *testing.T) {
 		if got != tt.want {
 			t.Errorf("ParseRuleArgs(%s):\n got %s\nwant %s", tt.rule, got, tt.want)
 		}
+	}
+}
+
+// Address masks that are not prefixes are what iptables accepts too: svcproxy's
+// dispatch buckets match on the low bits of the destination.
+func TestParseAddressMasks(t *testing.T) {
+	for _, tc := range []struct {
+		arg       string
+		in, notIn []string
+	}{
+		{"-d 0.0.0.5/0.0.0.63", []string{"203.0.113.5", "203.0.113.69", "198.51.100.133"}, []string{"203.0.113.6", "203.0.113.4", "2001:db8::5"}},
+		{"-d ::3f/::3f", []string{"2001:db8:5::3f", "2001:db8::7f"}, []string{"2001:db8::3e", "0.0.0.63"}},
+		{"-s 10.0.0.0/255.0.255.0", []string{"10.7.0.9"}, []string{"10.7.1.9"}},
+		{"-d 198.51.100.0/255.255.255.0", []string{"198.51.100.9"}, []string{"198.51.101.9"}}, // a prefix mask stays a prefix
+	} {
+		spec, err := ParseRuleArgs(append(strings.Fields(tc.arg), "-j", "ACCEPT"))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.arg, err)
+		}
+		m := spec.Matches[0].(*AddrMatch)
+		if m.Source != strings.HasPrefix(tc.arg, "-s") {
+			t.Errorf("%s: Source = %v", tc.arg, m.Source)
+		}
+		for _, a := range tc.in {
+			if !m.Contains(netip.MustParseAddr(a)) {
+				t.Errorf("%s should match %s", tc.arg, a)
+			}
+		}
+		for _, a := range tc.notIn {
+			if m.Contains(netip.MustParseAddr(a)) {
+				t.Errorf("%s should not match %s", tc.arg, a)
+			}
+		}
+	}
+	// --source is a source (it was read as a destination once).
+	spec, err := ParseRuleArgs([]string{"--source", "192.0.2.1", "-j", "ACCEPT"})
+	if err != nil || !spec.Matches[0].(*AddrMatch).Source {
+		t.Errorf("--source: %+v, %v", spec, err)
 	}
 }

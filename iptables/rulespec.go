@@ -26,8 +26,23 @@ type Match interface {
 // AddrMatch is -s / -d.
 type AddrMatch struct {
 	Source bool // -s; otherwise -d
+	// Prefix is the network matched. With Mask set, Prefix.Addr() is the
+	// value the masked address must equal (Prefix.Bits() is then the full
+	// length and means nothing).
 	Prefix netip.Prefix
+	// Mask, when valid, is an address-form mask that is not a prefix, as
+	// iptables allows ("-d 0.0.0.5/0.0.0.63" matches addresses whose low six
+	// bits are 5).
+	Mask   netip.Addr
 	Negate bool
+}
+
+// Contains reports whether addr is in the matched set (ignoring Negate).
+func (m *AddrMatch) Contains(addr netip.Addr) bool {
+	if !m.Mask.IsValid() {
+		return m.Prefix.Contains(addr)
+	}
+	return addr.Is4() == m.Mask.Is4() && andAddr(addr, m.Mask) == m.Prefix.Addr()
 }
 
 // ProtocolMatch is -p.

@@ -49,7 +49,7 @@ func (t *tracer) match(st state, m iptables.Match) (ok, maybe bool, err error) {
 		if m.Source {
 			addr = p.Src
 		}
-		return m.Prefix.Contains(addr) != m.Negate, false, nil
+		return m.Contains(addr) != m.Negate, false, nil
 	case *iptables.ProtocolMatch:
 		return (m.Protocol == "all" || m.Protocol == strings.ToLower(p.Protocol)) != m.Negate, false, nil
 	case *iptables.IfaceMatch:

@@ -48,7 +48,9 @@ type OpenIPTablesFunc func(ctx context.Context, family v1.IPFamily, backend ipta
 
 // OpenIPTables returns family's iptables if it can be used in this network
 // namespace: New succeeds (the binaries exist and answer --version) and the
-// nat table can be saved (the kernel has the family's tables).
+// kernel has the family's nat table, asked as "iptables -t nat -S
+// POSTROUTING 1": one built-in chain, so the answer costs the same on an
+// empty node and on one holding 100,000 chains.
 func OpenIPTables(ex iptables.Executor) OpenIPTablesFunc {
 	return func(ctx context.Context, family v1.IPFamily, backend iptables.Backend) (iptables.Interface, error) {
 		ipt, err := iptables.New(ex, iptables.Options{Family: IPTablesFamily(family), Backend: backend})
@@ -57,8 +59,12 @@ func OpenIPTables(ex iptables.Executor) OpenIPTablesFunc {
 		}
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		if _, err := ipt.Save(ctx, iptables.TableNAT); err != nil {
+		ok, err := ipt.ChainExists(ctx, iptables.TableNAT, "POSTROUTING")
+		switch {
+		case err != nil:
 			return nil, fmt.Errorf("reading the %s nat table: %w", family, err)
+		case !ok:
+			return nil, fmt.Errorf("the %s nat table has no POSTROUTING chain", family)
 		}
 		return ipt, nil
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -241,5 +242,39 @@ func TestNodeIPsIPv6BindAddress(t *testing.T) {
 	cfg.BindAddress = "192.0.2.99" // other family: ignored
 	if got, want := build(cfg, v1.IPv6Protocol, testNode()).NodeIPs, addrs("2001:db8::11"); !slices.Equal(got, want) {
 		t.Errorf("IPv4 --bind-address on IPv6: NodeIPs = %v, want %v", got, want)
+	}
+}
+
+// recordingExec answers what the family probe asks and records every
+// command; a whole-table save is answered with an error it can see.
+type recordingExec struct{ argvs []string }
+
+func (r *recordingExec) Run(_ context.Context, name string, args []string, _ []byte) ([]byte, error) {
+	argv := strings.Join(append([]string{name}, args...), " ")
+	r.argvs = append(r.argvs, argv)
+	switch {
+	case strings.HasSuffix(name, "-save"):
+		return nil, errors.New("whole-table save: takes minutes and crashes on big nodes")
+	case slices.Contains(args, "--version"):
+		return []byte("iptables v1.8.9 (nf_tables)\n"), nil
+	}
+	return nil, nil // every "-S CHAIN 1" finds its chain
+}
+
+// The family probe asks one built-in chain, never a whole table (issue 14).
+func TestOpenIPTablesAsksOneChain(t *testing.T) {
+	for _, backend := range []iptables.Backend{iptables.BackendAuto, iptables.BackendNFT} {
+		ex := &recordingExec{}
+		if _, err := OpenIPTables(ex)(context.Background(), v1.IPv6Protocol, backend); err != nil {
+			t.Fatalf("%s: %v (ran %q)", backend, err, ex.argvs)
+		}
+		if !slices.Contains(ex.argvs, "ip6tables-nft -w 5 -t nat -S POSTROUTING 1") {
+			t.Errorf("%s: the probe did not ask nat POSTROUTING; ran %q", backend, ex.argvs)
+		}
+		for _, argv := range ex.argvs {
+			if strings.Contains(strings.Fields(argv)[0], "-save") {
+				t.Errorf("%s: the probe ran %q", backend, argv)
+			}
+		}
 	}
 }
