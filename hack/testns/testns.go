@@ -32,6 +32,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -126,8 +127,9 @@ func name(pid int, n int64, test string) string {
 var nameRE = regexp.MustCompile(`^` + Stem + `-([0-9]+)-[0-9]+(-|$)`)
 
 // RemoveStale deletes the namespaces this package made in processes that
-// are gone (a test binary killed before its cleanups ran). New calls it once
-// per process.
+// are gone (a test binary killed before its cleanups ran), killing what
+// still runs in them (processes those tests started). New calls it once per
+// process.
 func RemoveStale() error {
 	entries, err := os.ReadDir("/run/netns")
 	if err != nil {
@@ -145,6 +147,13 @@ func RemoveStale() error {
 		pid, err := strconv.Atoi(m[1])
 		if err != nil || processAlive(pid) {
 			continue
+		}
+		if out, err := exec.Command("ip", "netns", "pids", e.Name()).Output(); err == nil {
+			for _, f := range strings.Fields(string(out)) {
+				if p, err := strconv.Atoi(f); err == nil && p > 1 && p != os.Getpid() {
+					_ = syscall.Kill(p, syscall.SIGKILL)
+				}
+			}
 		}
 		if out, err := exec.Command("ip", "netns", "del", e.Name()).CombinedOutput(); err != nil {
 			errs = append(errs, fmt.Errorf("ip netns del %s: %v: %s", e.Name(), err, bytes.TrimSpace(out)))

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netns"
 )
@@ -94,8 +95,8 @@ func TestNewExecDo(t *testing.T) {
 	})
 }
 
-// A namespace named for a process that is gone is removed; one of a live
-// process is kept.
+// A namespace named for a process that is gone is removed, with what runs
+// in it; one of a live process is kept.
 func TestRemoveStale(t *testing.T) {
 	Require(t)
 	cmd := exec.Command("true")
@@ -113,8 +114,31 @@ func TestRemoveStale(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", n).Run() })
 	}
+	// A process a crashed test left running in its namespace goes too.
+	sleeper := exec.Command("ip", "netns", "exec", stale, "sleep", "60")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- sleeper.Wait() }()
+	t.Cleanup(func() { _ = sleeper.Process.Kill() })
+	for i := 0; ; i++ { // until it has entered the namespace
+		out, _ := exec.Command("ip", "netns", "pids", stale).Output()
+		if strings.TrimSpace(string(out)) != "" {
+			break
+		}
+		if i == 100 {
+			t.Fatalf("the process never showed up in %s", stale)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err := RemoveStale(); err != nil {
 		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Errorf("the process in stale namespace %s was not killed", stale)
 	}
 	if _, err := os.Stat(filepath.Join("/run/netns", stale)); !os.IsNotExist(err) {
 		t.Errorf("stale namespace %s not removed (%v)", stale, err)
