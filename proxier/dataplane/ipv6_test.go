@@ -63,7 +63,7 @@ func TestIPv6(t *testing.T) {
 	t.Run("ClusterIP from a pod reaches both endpoints, keeping the pod's address", func(t *testing.T) {
 		for _, proto := range []string{"tcp", "udp"} {
 			port := map[string]int{"tcp": 80, "udp": 53}[proto]
-			got, seen := v6hits(t, clientPod.ns, proto, v6WebIP, port, 40)
+			got, seen := hits(t, clientPod.ns, proto, v6WebIP, port, 40)
 			assertNames(t, got, "web6-a", "web6-b")
 			if len(seen) != 1 || !seen[clientPod.ip] {
 				t.Errorf("%s: backends saw %v, want only the pod's own address %s", proto, keys(seen), clientPod.ip)
@@ -72,7 +72,7 @@ func TestIPv6(t *testing.T) {
 	})
 
 	t.Run("NodePort from outside is masqueraded", func(t *testing.T) {
-		got, seen := v6hits(t, e.client, "tcp", v6NodeIP, v6NodePort, 40)
+		got, seen := hits(t, e.client, "tcp", v6NodeIP, v6NodePort, 40)
 		assertNames(t, got, "web6-a", "web6-b")
 		if seen[v6ClientIP] {
 			t.Errorf("backends saw the client's own address %s; want masquerade (saw %v)", v6ClientIP, keys(seen))
@@ -110,22 +110,6 @@ func TestIPv6(t *testing.T) {
 			t.Errorf("ip6tables nat lacks the cluster IP rule:\n%s", out)
 		}
 	})
-}
-
-// v6hits sends count requests and returns answers by backend name, plus the
-// client addresses the backends saw.
-func v6hits(t *testing.T, ns, proto, ip string, port, count int) (map[string]int, map[string]bool) {
-	t.Helper()
-	byName, seen := map[string]int{}, map[string]bool{}
-	for i := 0; i < count; i++ {
-		r, err := lab.ProbeWith(lab.ProbeSpec{NS: ns, Proto: proto, Addr: ip, Port: port, Timeout: 3 * time.Second})
-		if err != nil {
-			t.Fatalf("%s [%s]:%d from %s (request %d): %v", proto, ip, port, ns, i+1, err)
-		}
-		byName[r.Backend]++
-		seen[r.ClientIP()] = true
-	}
-	return byName, seen
 }
 
 func setupIPv6(t *testing.T) *v6env {
