@@ -12,7 +12,8 @@ Usage: $(basename "$0") up|down|status [--nodes N] [--pods M] [--prefix P] [--st
        $(basename "$0") echo --ns NS --name NAME --port N [--prefix P]
 
   up      create the lab (tears down an existing lab with the same prefix first)
-  down    stop its control plane, kill processes in its namespaces, delete them (idempotent)
+  down    stop its control plane, kill processes in its namespaces, delete them (idempotent);
+          down --stale STEM removes the test labs STEM<pid> whose test process is gone
   status  show the topology, missing namespaces, control plane state
 
 Defaults: --prefix svp --nodes 2 --pods 2, state dir /tmp/svcproxy-lab-<prefix>.

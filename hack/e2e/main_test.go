@@ -24,9 +24,9 @@ import (
 )
 
 const (
-	// prefix of the lab's namespaces; distinct from the other test tiers'
-	// (svpt, svpu, svpe, svpdp) so they can run at the same time.
-	prefix      = "svpe2"
+	// stem of the lab's prefix (stem + pid, lab.RunPrefix); distinct from
+	// the other test tiers' (svpt, svpu, svpe, svpdp, svpip, svp6d).
+	stem        = "svpee"
 	nodes       = 2
 	podsPerNode = 3
 	// echoPort is where every pod's echo server listens (TCP and UDP); it
@@ -124,6 +124,10 @@ func buildEnv() (skip string, e *env, err error) {
 	defer cancel()
 
 	if e.bin, e.binDir, err = buildSvcproxy(ctx); err != nil {
+		return "", nil, err
+	}
+	prefix, err := lab.RunPrefix(stem)
+	if err != nil {
 		return "", nil, err
 	}
 	stateDir := filepath.Join(os.TempDir(), "svcproxy-lab-"+prefix)

@@ -27,7 +27,7 @@ func TestControlPlane(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	l := upLab(t, lab.Options{Prefix: "svpe", Nodes: 1, PodsPerNode: -1})
+	l := upLab(t, "svpe", lab.Options{Nodes: 1, PodsPerNode: -1})
 	cp, err := l.StartControlPlane(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -162,5 +165,45 @@ func TestScrapeMetricsFlat(t *testing.T) {
 	defer bad.Close()
 	if _, err := ScrapeMetrics(context.Background(), "", bad.URL); err == nil {
 		t.Error("garbage parsed as metrics")
+	}
+}
+
+// deadPid returns the pid of a process that has exited.
+func deadPid(t *testing.T) int {
+	t.Helper()
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Skipf("cannot run true: %v", err)
+	}
+	if pidAlive(cmd.Process.Pid) {
+		t.Skipf("pid %d reused at once", cmd.Process.Pid)
+	}
+	return cmd.Process.Pid
+}
+
+func TestRunPrefixNames(t *testing.T) {
+	for _, bad := range []string{"", "svpe2", "Svp", "svp-x", "toolong", "1svp"} {
+		if _, err := RunPrefix(bad); err == nil {
+			t.Errorf("RunPrefix(%q) accepted", bad)
+		}
+	}
+	p, err := RunPrefix("svpzz")
+	if err != nil {
+		t.Logf("DownStale: %v", err) // nothing of stem svpzz exists; an error here is not this test's concern
+	}
+	if want := "svpzz" + strconv.Itoa(os.Getpid()); p != want || !prefixRE.MatchString(p) {
+		t.Errorf("RunPrefix = %q, want %q", p, want)
+	}
+
+	dead := strconv.Itoa(deadPid(t))
+	self := strconv.Itoa(os.Getpid())
+	names := []string{
+		"svpdp" + dead, "svpdp" + dead, // once
+		"svpdp" + self, // alive: kept
+		"svpdpx" + dead, "svpd" + dead, "svpdp" + dead + "x", "other", "", // not of stem svpdp
+	}
+	got := stalePrefixes("svpdp", names, func(s string) string { return s })
+	if want := []string{"svpdp" + dead}; !slices.Equal(got, want) {
+		t.Errorf("stalePrefixes = %q, want %q", got, want)
 	}
 }

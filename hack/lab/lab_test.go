@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -47,8 +49,14 @@ func rootIPv4s(t *testing.T) []string {
 	return out
 }
 
-func upLab(t *testing.T, o lab.Options) *lab.Lab {
+// upLab brings up a lab for t whose prefix is stem + this process's pid
+// (lab.RunPrefix), torn down when t ends.
+func upLab(t *testing.T, stem string, o lab.Options) *lab.Lab {
 	t.Helper()
+	var err error
+	if o.Prefix, err = lab.RunPrefix(stem); err != nil {
+		t.Fatal(err)
+	}
 	o.StateDir = t.TempDir()
 	o.Logf = t.Logf
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -115,7 +123,7 @@ func TestLabSmoke(t *testing.T) {
 	}
 	before := rootLinks(t)
 	hostIPs := rootIPv4s(t)
-	l := upLab(t, lab.Options{Prefix: "svpt", Nodes: 2, PodsPerNode: 2})
+	l := upLab(t, "svpt", lab.Options{Nodes: 2, PodsPerNode: 2})
 	if !l.BridgeNetfilter {
 		t.Logf("NOTE: net.bridge.bridge-nf-call-iptables could not be enabled in node namespaces")
 	}
@@ -318,7 +326,7 @@ func TestEchoServerLoopback(t *testing.T) {
 	}
 	// The echo server's UDP replies come from the address the request was
 	// sent to, even on a multi-homed host (IP_PKTINFO).
-	l := upLab(t, lab.Options{Prefix: "svpu", Nodes: 1, PodsPerNode: -1})
+	l := upLab(t, "svpu", lab.Options{Nodes: 1, PodsPerNode: -1})
 	n := l.Node(1)
 	if _, err := l.StartEcho(n.NS, "multi", echoPort); err != nil {
 		t.Fatal(err)
@@ -331,5 +339,54 @@ func TestEchoServerLoopback(t *testing.T) {
 		if r.Backend != "multi" {
 			t.Fatalf("udp to %s answered by %q", addr, r.Backend)
 		}
+	}
+}
+
+// TestDownStale: the lab of a test process that died without tearing it down
+// (its prefix is stem + a pid no process has) goes, with what runs in it and
+// its state dir; the lab of a live process stays.
+func TestDownStale(t *testing.T) {
+	if err := lab.Available(); err != nil {
+		t.Skipf("network lab not available: %v", err)
+	}
+	if os.Getenv("SVCPROXY_STATE_DIR") != "" {
+		t.Skip("SVCPROXY_STATE_DIR is set: labs do not get their own state dirs")
+	}
+	const stem = "svpds"
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	stale := stem + strconv.Itoa(cmd.Process.Pid)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dead, err := lab.Up(ctx, lab.Options{Prefix: stale, Nodes: 1, PodsPerNode: 1, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dead.Down(); _ = os.RemoveAll(dead.StateDir) })
+	leftover, err := dead.StartProcess(dead.Node(1).NS, "leftover", "sleep", "300")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = leftover.Stop() })
+	live := upLab(t, stem, lab.Options{Nodes: 1, PodsPerNode: -1})
+
+	if err := lab.DownStale(stem); err != nil {
+		t.Fatalf("DownStale: %v", err)
+	}
+	if left, _ := lab.ListNamespaces(stale); len(left) > 0 {
+		t.Errorf("stale lab's namespaces left: %v", left)
+	}
+	if _, err := os.Stat(dead.StateDir); !os.IsNotExist(err) {
+		t.Errorf("stale lab's state dir %s left (%v)", dead.StateDir, err)
+	}
+	select {
+	case <-leftover.Done():
+	case <-time.After(10 * time.Second):
+		t.Errorf("process left in the stale lab still runs (pid %d)", leftover.Pid())
+	}
+	if got, _ := lab.ListNamespaces(live.Prefix); len(got) != len(live.Namespaces()) {
+		t.Errorf("live lab %s lost namespaces: has %v, want %v", live.Prefix, got, live.Namespaces())
 	}
 }

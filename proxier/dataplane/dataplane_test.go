@@ -60,7 +60,11 @@ func setup(t *testing.T) *env {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	l, err := lab.Up(ctx, lab.Options{Prefix: "svpdp", Nodes: 2, PodsPerNode: 4, Logf: t.Logf})
+	prefix, err := lab.RunPrefix("svpdp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := lab.Up(ctx, lab.Options{Prefix: prefix, Nodes: 2, PodsPerNode: 4, Logf: t.Logf})
 	if err != nil {
 		t.Fatalf("lab up: %v", err)
 	}

@@ -5,7 +5,7 @@ package dataplane
 // own flags, ipsets written through netlink inside the node namespace, real
 // TCP and UDP traffic.
 //
-// Topology (lab prefix "svpip", 2 nodes, 2 pods each, plus):
+// Topology (lab prefix "svpip<pid>" shortened to svpip below; 2 nodes, 2 pods each, plus):
 //
 //	node1  cbr0 198.51.100.1/26 (lab) and 198.51.100.193/26 (added here)
 //	  pod A  svpip-n1-p1  198.51.100.2    CIDR A = 198.51.100.0/26
@@ -119,7 +119,11 @@ func setupEgress(t *testing.T) *egressEnv {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	l, err := lab.Up(ctx, lab.Options{Prefix: "svpip", Nodes: 2, PodsPerNode: 2, Logf: t.Logf})
+	prefix, err := lab.RunPrefix("svpip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := lab.Up(ctx, lab.Options{Prefix: prefix, Nodes: 2, PodsPerNode: 2, Logf: t.Logf})
 	if err != nil {
 		t.Fatalf("lab up: %v", err)
 	}

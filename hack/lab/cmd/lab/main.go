@@ -23,6 +23,7 @@ const usage = `Usage: lab <command> [flags]
 Network lab:
   up      [--prefix P] [--nodes N] [--pods M] [--state-dir D]   create the lab (re-creates if present)
   down    [--prefix P] [--state-dir D]                          stop control plane, kill processes, delete namespaces
+  down    --stale STEM                                          remove test labs <STEM><pid> whose process is gone
   status  [--prefix P] [--state-dir D] [--json]                 show the lab and its control plane
 
 Control plane (inside <prefix>-cp; needs a lab):
@@ -111,7 +112,15 @@ func cmdUp(ctx context.Context, args []string) error {
 func cmdDown(args []string) error {
 	var c common
 	fs := newFlags("down", &c)
+	stale := fs.String("stale", "", "remove the labs of test runs of this stem whose process is gone (lab.DownStale)")
 	_ = fs.Parse(args)
+	if *stale != "" {
+		if err := lab.DownStale(*stale); err != nil {
+			return err
+		}
+		logf("stale labs of stem %s down", *stale)
+		return nil
+	}
 	if l, err := lab.Load(c.prefix, c.stateDir); err == nil {
 		if err := l.Down(); err != nil {
 			return err
