@@ -125,7 +125,7 @@ func (l *Lab) StartControlPlane(ctx context.Context, extraAPIServerArgs ...strin
 		"--bind-address=" + l.CP.IP,
 		"--secure-port=" + strconv.Itoa(APIServerPort),
 		"--etcd-servers=" + etcdClientURL,
-		"--service-cluster-ip-range=" + ServiceCIDR,
+		"--service-cluster-ip-range=" + l.ServiceCIDRs(),
 		"--service-node-port-range=30000-32767",
 		"--token-auth-file=" + tokens,
 		"--authorization-mode=Node,RBAC",

@@ -198,9 +198,10 @@ func TestRunPrefixNames(t *testing.T) {
 	dead := strconv.Itoa(deadPid(t))
 	self := strconv.Itoa(os.Getpid())
 	names := []string{
-		"svpdp" + dead, "svpdp" + dead, // once
+		"svpdp" + dead, "svpdp" + dead, // stale, listed once
 		"svpdp" + self, // alive: kept
-		"svpdpx" + dead, "svpd" + dead, "svpdp" + dead + "x", "other", "", // not of stem svpdp
+		// not of stem svpdp:
+		"svpdpx" + dead, "svpd" + dead, "svpdp" + dead + "x", "other", "",
 	}
 	got := stalePrefixes("svpdp", names, func(s string) string { return s })
 	if want := []string{"svpdp" + dead}; !slices.Equal(got, want) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"sort"
@@ -17,7 +18,10 @@ import (
 	"github.com/svcproxy/svcproxy/hack/lab"
 )
 
-const echoPort = 8080
+const (
+	echoPort  = 8080
+	echoPort6 = 8086 // IPv6 echo servers ("--addr ::") beside the IPv4 ones
+)
 
 // rootLinks lists interface names of the test process's (root) namespace.
 func rootLinks(t *testing.T) []string {
@@ -43,6 +47,23 @@ func rootIPv4s(t *testing.T) []string {
 	var out []string
 	for _, a := range addrs {
 		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && !ipn.IP.IsLoopback() {
+			out = append(out, ipn.IP.String())
+		}
+	}
+	return out
+}
+
+// rootIPv6s lists the root namespace's IPv6 addresses other than loopback
+// and link-local (a link-local address names no host outside its link).
+func rootIPv6s(t *testing.T) []string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() == nil && !ipn.IP.IsLoopback() && !ipn.IP.IsLinkLocalUnicast() {
 			out = append(out, ipn.IP.String())
 		}
 	}
@@ -99,6 +120,70 @@ func TestPlanAddresses(t *testing.T) {
 	if l.Sink.IP != "192.0.2.1" || l.CP.IP != "192.0.2.10" || l.Client.IP != "192.0.2.100" || l.CP.NS != "x-cp" {
 		t.Errorf("infra hosts wrong: %+v %+v %+v", l.Sink, l.CP, l.Client)
 	}
+	want6 := []struct{ ip, cidr, gw, pod1 string }{
+		{"2001:db8::11", "2001:db8:1:1::/64", "2001:db8:1:1::1", "2001:db8:1:1::2"},
+		{"2001:db8::12", "2001:db8:1:2::/64", "2001:db8:1:2::1", "2001:db8:1:2::2"},
+		{"2001:db8::13", "2001:db8:1:3::/64", "2001:db8:1:3::1", "2001:db8:1:3::2"},
+	}
+	for i, w := range want6 {
+		n := l.Nodes[i]
+		if n.IP6 != w.ip || n.PodCIDR6 != w.cidr || n.BridgeIP6 != w.gw || n.Pods[0].IP6 != w.pod1 {
+			t.Errorf("node %d IPv6 = %s %s %s %s, want %+v", i+1, n.IP6, n.PodCIDR6, n.BridgeIP6, n.Pods[0].IP6, w)
+		}
+	}
+	if !l.IPv6 || l.Sink.IP6 != "2001:db8::1" || l.CP.IP6 != "2001:db8::10" || l.Client.IP6 != "2001:db8::100" {
+		t.Errorf("infra hosts' IPv6 wrong (IPv6 %v): %+v %+v %+v", l.IPv6, l.Sink, l.CP, l.Client)
+	}
+	if l.ServiceCIDRs() != "203.0.113.0/25,2001:db8:5::/108" {
+		t.Errorf("ServiceCIDRs() = %q, want IPv4 first, then IPv6", l.ServiceCIDRs())
+	}
+
+	// Every address of the largest lab is in its network, and unique.
+	big, err := lab.Plan(lab.Options{Prefix: "x", Nodes: lab.MaxNodes, PodsPerNode: lab.MaxPodsPerNode})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[netip.Addr]string{}
+	in := func(what, addr, network string) {
+		t.Helper()
+		a, err := netip.ParseAddr(addr)
+		if err != nil || !netip.MustParsePrefix(network).Contains(a) {
+			t.Errorf("%s: %q (%v) not in %s", what, addr, err, network)
+		}
+		if prev, dup := seen[a]; dup {
+			t.Errorf("%s and %s both have %s", prev, what, a)
+		}
+		seen[a] = what
+	}
+	for _, h := range []lab.Host{big.Sink, big.CP, big.Client} {
+		in(h.NS, h.IP, lab.NodeNetwork)
+		in(h.NS, h.IP6, lab.NodeNetwork6)
+	}
+	for _, n := range big.Nodes {
+		in(n.NS, n.IP, lab.NodeNetwork)
+		in(n.NS, n.IP6, lab.NodeNetwork6)
+		in(n.NS+" cbr0", n.BridgeIP, n.PodCIDR)
+		in(n.NS+" cbr0", n.BridgeIP6, n.PodCIDR6)
+		if !netip.MustParsePrefix(lab.PodNetwork6).Contains(netip.MustParsePrefix(n.PodCIDR6).Addr()) {
+			t.Errorf("%s: pod CIDR %s not in %s", n.NS, n.PodCIDR6, lab.PodNetwork6)
+		}
+		for _, p := range n.Pods {
+			in(p.NS, p.IP, n.PodCIDR)
+			in(p.NS, p.IP6, n.PodCIDR6)
+		}
+	}
+	if svc := netip.MustParsePrefix(lab.ServiceCIDR6); svc.Bits() < 108 || 128-svc.Bits() < 14 {
+		t.Errorf("ServiceCIDR6 %s: want /108 or narrower (kube-apiserver's limit) with room for 10,000+ Services", svc)
+	}
+
+	v4, err := lab.Plan(lab.Options{Prefix: "x", Nodes: 1, PodsPerNode: 1, IPv4Only: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v4.IPv6 || v4.Client.IP6 != "" || v4.Nodes[0].IP6 != "" || v4.Nodes[0].PodCIDR6 != "" || v4.Nodes[0].Pods[0].IP6 != "" || v4.ServiceCIDRs() != lab.ServiceCIDR {
+		t.Errorf("IPv4Only plan has IPv6: %+v", v4)
+	}
+
 	if _, err := lab.Plan(lab.Options{Prefix: "Bad-Prefix"}); err == nil {
 		t.Error("bad prefix accepted")
 	}
@@ -122,7 +207,7 @@ func TestLabSmoke(t *testing.T) {
 		t.Skipf("network lab not available: %v", err)
 	}
 	before := rootLinks(t)
-	hostIPs := rootIPv4s(t)
+	hostIPs, hostIPv6s := rootIPv4s(t), rootIPv6s(t)
 	l := upLab(t, "svpt", lab.Options{Nodes: 2, PodsPerNode: 2})
 	if !l.BridgeNetfilter {
 		t.Logf("NOTE: net.bridge.bridge-nf-call-iptables could not be enabled in node namespaces")
@@ -209,6 +294,80 @@ func TestLabSmoke(t *testing.T) {
 		})
 	}
 
+	t.Run("ipv6", func(t *testing.T) {
+		if !l.IPv6 {
+			t.Skip("the lab is IPv4 only here: the kernel has no IPv6")
+		}
+		// IPv6 echo servers ("::" is IPv6 only) beside the IPv4 ones.
+		for _, h := range []struct{ ns, name string }{{p11.NS, p11.Name}, {p12.NS, p12.Name}, {p21.NS, p21.Name}, {n1.NS, n1.Name}, {n2.NS, n2.Name}, {l.Client.NS, "client"}} {
+			if _, err := l.StartEchoArgs(h.ns, h.name, echoPort6, "--addr", "::"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		expect6 := func(t *testing.T, fromNS, proto, addr, wantBackend, wantClientIP string) {
+			t.Helper()
+			r, err := lab.ProbeWith(lab.ProbeSpec{NS: fromNS, Proto: proto, Addr: addr, Port: echoPort6, Timeout: 3 * time.Second})
+			if err != nil {
+				t.Fatalf("%s %s -> [%s]: %v", fromNS, proto, addr, err)
+			}
+			if r.Backend != wantBackend || r.ClientIP() != wantClientIP {
+				t.Fatalf("%s %s -> [%s]: answered by %s seeing %s, want %s seeing %s",
+					fromNS, proto, addr, r.Backend, r.ClientAddr, wantBackend, wantClientIP)
+			}
+		}
+		for _, proto := range []string{"tcp", "udp"} {
+			t.Run(proto, func(t *testing.T) {
+				t.Run("pod-to-pod-cross-node keeps source", func(t *testing.T) {
+					expect6(t, p11.NS, proto, p21.IP6, p21.Name, p11.IP6)
+					expect6(t, p21.NS, proto, p11.IP6, p11.Name, p21.IP6)
+				})
+				t.Run("pod-to-pod-same-node", func(t *testing.T) {
+					expect6(t, p11.NS, proto, p12.IP6, p12.Name, p11.IP6)
+				})
+				t.Run("pod-to-own-node", func(t *testing.T) {
+					expect6(t, p11.NS, proto, n1.IP6, n1.Name, p11.IP6)
+					expect6(t, p11.NS, proto, n1.BridgeIP6, n1.Name, p11.IP6)
+				})
+				t.Run("pod-to-other-node", func(t *testing.T) {
+					expect6(t, p11.NS, proto, n2.IP6, n2.Name, p11.IP6)
+				})
+				t.Run("node-to-remote-pod", func(t *testing.T) {
+					expect6(t, n1.NS, proto, p21.IP6, p21.Name, n1.IP6)
+				})
+				t.Run("client-to-node", func(t *testing.T) {
+					expect6(t, l.Client.NS, proto, n1.IP6, n1.Name, lab.ClientIP6)
+					expect6(t, l.Client.NS, proto, n2.IP6, n2.Name, lab.ClientIP6)
+				})
+				t.Run("node-to-client", func(t *testing.T) {
+					expect6(t, n2.NS, proto, lab.ClientIP6, "client", n2.IP6)
+				})
+				t.Run("refused-is-not-timeout", func(t *testing.T) {
+					_, _, err := lab.Probe(p11.NS, proto, p21.IP6, echoPort6+1, 2*time.Second)
+					if !errors.Is(err, lab.ErrRefused) {
+						t.Fatalf("closed port: want ErrRefused, got %v", err)
+					}
+				})
+				t.Run("service-ip-blackholed-without-proxy", func(t *testing.T) {
+					// The service range is routed to the sink, which drops it.
+					_, _, err := lab.Probe(p11.NS, proto, "2001:db8:5::1", 443, 700*time.Millisecond)
+					if !errors.Is(err, lab.ErrTimeout) {
+						t.Fatalf("IPv6 service IP without proxy: want ErrTimeout, got %v", err)
+					}
+					_, _, err = lab.Probe(n1.NS, proto, "2001:db8:5::7", 80, 700*time.Millisecond)
+					if !errors.Is(err, lab.ErrTimeout) {
+						t.Fatalf("IPv6 service IP from node without proxy: want ErrTimeout, got %v", err)
+					}
+				})
+				t.Run("client-cannot-reach-pods", func(t *testing.T) {
+					_, _, err := lab.Probe(l.Client.NS, proto, p11.IP6, echoPort6, 700*time.Millisecond)
+					if !errors.Is(err, lab.ErrTimeout) {
+						t.Fatalf("client -> pod IPv6: want ErrTimeout (sink drops), got %v", err)
+					}
+				})
+			})
+		}
+	})
+
 	t.Run("isolated-from-host", func(t *testing.T) {
 		// 1. The root namespace gained no interface.
 		if after := rootLinks(t); strings.Join(after, ",") != strings.Join(before, ",") {
@@ -223,7 +382,7 @@ func TestLabSmoke(t *testing.T) {
 			checkVethPeers(t, l, ns, labNS)
 		}
 		// 3. The host's addresses are not reachable from anywhere in the lab.
-		for _, ip := range hostIPs {
+		for _, ip := range append(hostIPs, hostIPv6s...) {
 			for _, ns := range []string{n1.NS, p11.NS, l.Client.NS, l.CP.NS} {
 				_, _, err := lab.Probe(ns, "tcp", ip, 22, 500*time.Millisecond)
 				if err == nil || errors.Is(err, lab.ErrRefused) {
@@ -243,6 +402,19 @@ func TestLabSmoke(t *testing.T) {
 		if err != nil || strings.TrimSpace(string(fwd)) != "0" {
 			t.Errorf("sink forwarding = %q, %v; want 0", fwd, err)
 		}
+		if l.IPv6 {
+			out, err := l.Exec(l.Sink.NS, "ip", "-6", "route", "show")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(string(out), "default") {
+				t.Errorf("sink has a default IPv6 route:\n%s", out)
+			}
+			fwd, err := l.Exec(l.Sink.NS, "sysctl", "-n", "net.ipv6.conf.all.forwarding")
+			if err != nil || strings.TrimSpace(string(fwd)) != "0" {
+				t.Errorf("sink IPv6 forwarding = %q, %v; want 0", fwd, err)
+			}
+		}
 	})
 
 	t.Run("hairpin-and-sysctls", func(t *testing.T) {
@@ -256,6 +428,24 @@ func TestLabSmoke(t *testing.T) {
 		fwd, err := l.Exec(n1.NS, "sysctl", "-n", "net.ipv4.ip_forward")
 		if err != nil || strings.TrimSpace(string(fwd)) != "1" {
 			t.Errorf("node ip_forward = %q, %v", fwd, err)
+		}
+		if l.IPv6 {
+			fwd, err := l.Exec(n1.NS, "sysctl", "-n", "net.ipv6.conf.all.forwarding")
+			if err != nil || strings.TrimSpace(string(fwd)) != "1" {
+				t.Errorf("node IPv6 forwarding = %q, %v", fwd, err)
+			}
+		}
+		for _, c := range []struct {
+			key string
+			on  bool
+		}{{"net.bridge.bridge-nf-call-iptables", l.BridgeNetfilter}, {"net.bridge.bridge-nf-call-ip6tables", l.BridgeNetfilter6}} {
+			if !c.on {
+				t.Logf("NOTE: %s is not on in the node namespaces", c.key)
+				continue
+			}
+			if v, err := l.Exec(n1.NS, "sysctl", "-n", c.key); err != nil || strings.TrimSpace(string(v)) != "1" {
+				t.Errorf("node %s = %q, %v; the lab says it is on", c.key, v, err)
+			}
 		}
 	})
 }
