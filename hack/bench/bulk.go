@@ -32,6 +32,9 @@ func (b *bench) bulk(ctx context.Context) error {
 	created := time.Since(t0)
 	logf("created %d Services + %d EndpointSlices (%d service ports) in %s", b.svcs, b.svcs, n, created.Round(time.Millisecond))
 	reached := reachedAll()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	for k, d := range b.ds {
 		if reached[k] == 0 {
 			return fmt.Errorf("%s on %s: not all %d KUBE-SVC chains present within the bound\n%s", d.label, d.node.Name, want, d.proc.LogTail(3000))
