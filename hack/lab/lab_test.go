@@ -38,36 +38,25 @@ func rootLinks(t *testing.T) []string {
 	return names
 }
 
-func rootIPv4s(t *testing.T) []string {
+// rootIPs lists the root namespace's addresses other than loopback (and,
+// for IPv6, link-local: such an address names no host outside its link).
+func rootIPs(t *testing.T) (v4, v6 []string) {
 	t.Helper()
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
 	for _, a := range addrs {
-		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && !ipn.IP.IsLoopback() {
-			out = append(out, ipn.IP.String())
+		ipn, ok := a.(*net.IPNet)
+		switch {
+		case !ok || ipn.IP.IsLoopback():
+		case ipn.IP.To4() != nil:
+			v4 = append(v4, ipn.IP.String())
+		case !ipn.IP.IsLinkLocalUnicast():
+			v6 = append(v6, ipn.IP.String())
 		}
 	}
-	return out
-}
-
-// rootIPv6s lists the root namespace's IPv6 addresses other than loopback
-// and link-local (a link-local address names no host outside its link).
-func rootIPv6s(t *testing.T) []string {
-	t.Helper()
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, a := range addrs {
-		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() == nil && !ipn.IP.IsLoopback() && !ipn.IP.IsLinkLocalUnicast() {
-			out = append(out, ipn.IP.String())
-		}
-	}
-	return out
+	return v4, v6
 }
 
 // upLab brings up a lab for t whose prefix is stem + this process's pid
@@ -207,7 +196,7 @@ func TestLabSmoke(t *testing.T) {
 		t.Skipf("network lab not available: %v", err)
 	}
 	before := rootLinks(t)
-	hostIPs, hostIPv6s := rootIPv4s(t), rootIPv6s(t)
+	hostIPs, hostIPv6s := rootIPs(t)
 	l := upLab(t, "svpt", lab.Options{Nodes: 2, PodsPerNode: 2})
 	if !l.BridgeNetfilter {
 		t.Logf("NOTE: net.bridge.bridge-nf-call-iptables could not be enabled in node namespaces")
@@ -228,72 +217,15 @@ func TestLabSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	expectOK := func(t *testing.T, fromNS, proto, addr, wantBackend, wantClientIP string) {
-		t.Helper()
-		r, err := lab.ProbeWith(lab.ProbeSpec{NS: fromNS, Proto: proto, Addr: addr, Port: echoPort, Timeout: 3 * time.Second})
-		if err != nil {
-			t.Fatalf("%s %s -> %s: %v", fromNS, proto, addr, err)
-		}
-		if r.Backend != wantBackend || r.ClientIP() != wantClientIP {
-			t.Fatalf("%s %s -> %s: answered by %s seeing %s, want %s seeing %s",
-				fromNS, proto, addr, r.Backend, r.ClientAddr, wantBackend, wantClientIP)
-		}
-	}
 	p11, p12, p21 := l.Pod(1, 1), l.Pod(1, 2), l.Pod(2, 1)
 	n1, n2 := l.Node(1), l.Node(2)
-	for _, proto := range []string{"tcp", "udp"} {
-		t.Run(proto, func(t *testing.T) {
-			t.Run("pod-to-pod-cross-node keeps source", func(t *testing.T) {
-				expectOK(t, p11.NS, proto, p21.IP, p21.Name, p11.IP)
-				expectOK(t, p21.NS, proto, p11.IP, p11.Name, p21.IP)
-			})
-			t.Run("pod-to-pod-same-node", func(t *testing.T) {
-				expectOK(t, p11.NS, proto, p12.IP, p12.Name, p11.IP)
-			})
-			t.Run("pod-to-own-node", func(t *testing.T) {
-				expectOK(t, p11.NS, proto, n1.IP, n1.Name, p11.IP)
-				expectOK(t, p11.NS, proto, n1.BridgeIP, n1.Name, p11.IP)
-			})
-			t.Run("pod-to-other-node", func(t *testing.T) {
-				// node2 reaches 198.51.100.0/26 via node1, so the source stays the pod's.
-				expectOK(t, p11.NS, proto, n2.IP, n2.Name, p11.IP)
-			})
-			t.Run("node-to-remote-pod", func(t *testing.T) {
-				expectOK(t, n1.NS, proto, p21.IP, p21.Name, n1.IP)
-			})
-			t.Run("client-to-node", func(t *testing.T) {
-				expectOK(t, l.Client.NS, proto, n1.IP, n1.Name, lab.ClientIP)
-				expectOK(t, l.Client.NS, proto, n2.IP, n2.Name, lab.ClientIP)
-			})
-			t.Run("node-to-client", func(t *testing.T) {
-				expectOK(t, n2.NS, proto, lab.ClientIP, "client", n2.IP)
-			})
-			t.Run("refused-is-not-timeout", func(t *testing.T) {
-				_, _, err := lab.Probe(p11.NS, proto, p21.IP, echoPort+1, 2*time.Second)
-				if !errors.Is(err, lab.ErrRefused) {
-					t.Fatalf("closed port: want ErrRefused, got %v", err)
-				}
-			})
-			t.Run("cluster-ip-blackholed-without-proxy", func(t *testing.T) {
-				// No proxy rules: the packet goes to the sink, which drops it.
-				_, _, err := lab.Probe(p11.NS, proto, lab.KubernetesSvcIP, 443, 700*time.Millisecond)
-				if !errors.Is(err, lab.ErrTimeout) {
-					t.Fatalf("ClusterIP without proxy: want ErrTimeout, got %v", err)
-				}
-				_, _, err = lab.Probe(n1.NS, proto, "203.0.113.7", 80, 700*time.Millisecond)
-				if !errors.Is(err, lab.ErrTimeout) {
-					t.Fatalf("ClusterIP from node without proxy: want ErrTimeout, got %v", err)
-				}
-			})
-			t.Run("client-cannot-reach-pods", func(t *testing.T) {
-				_, _, err := lab.Probe(l.Client.NS, proto, p11.IP, echoPort, 700*time.Millisecond)
-				if !errors.Is(err, lab.ErrTimeout) {
-					t.Fatalf("client -> pod IP: want ErrTimeout (sink drops), got %v", err)
-				}
-			})
-		})
-	}
-
+	// The same checks for both families: IPv4 at the top level, IPv6 (the
+	// lab is dual-stack) under "ipv6", against IPv6 echo servers on "::".
+	reachability(t, l, smokeAddrs{
+		port: echoPort, p11: p11.IP, p12: p12.IP, p21: p21.IP,
+		n1: n1.IP, n1Bridge: n1.BridgeIP, n2: n2.IP, client: lab.ClientIP,
+		svcFromPod: lab.KubernetesSvcIP, svcPort: 443, svcFromNode: "203.0.113.7",
+	})
 	t.Run("ipv6", func(t *testing.T) {
 		if !l.IPv6 {
 			t.Skip("the lab is IPv4 only here: the kernel has no IPv6")
@@ -304,68 +236,11 @@ func TestLabSmoke(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		expect6 := func(t *testing.T, fromNS, proto, addr, wantBackend, wantClientIP string) {
-			t.Helper()
-			r, err := lab.ProbeWith(lab.ProbeSpec{NS: fromNS, Proto: proto, Addr: addr, Port: echoPort6, Timeout: 3 * time.Second})
-			if err != nil {
-				t.Fatalf("%s %s -> [%s]: %v", fromNS, proto, addr, err)
-			}
-			if r.Backend != wantBackend || r.ClientIP() != wantClientIP {
-				t.Fatalf("%s %s -> [%s]: answered by %s seeing %s, want %s seeing %s",
-					fromNS, proto, addr, r.Backend, r.ClientAddr, wantBackend, wantClientIP)
-			}
-		}
-		for _, proto := range []string{"tcp", "udp"} {
-			t.Run(proto, func(t *testing.T) {
-				t.Run("pod-to-pod-cross-node keeps source", func(t *testing.T) {
-					expect6(t, p11.NS, proto, p21.IP6, p21.Name, p11.IP6)
-					expect6(t, p21.NS, proto, p11.IP6, p11.Name, p21.IP6)
-				})
-				t.Run("pod-to-pod-same-node", func(t *testing.T) {
-					expect6(t, p11.NS, proto, p12.IP6, p12.Name, p11.IP6)
-				})
-				t.Run("pod-to-own-node", func(t *testing.T) {
-					expect6(t, p11.NS, proto, n1.IP6, n1.Name, p11.IP6)
-					expect6(t, p11.NS, proto, n1.BridgeIP6, n1.Name, p11.IP6)
-				})
-				t.Run("pod-to-other-node", func(t *testing.T) {
-					expect6(t, p11.NS, proto, n2.IP6, n2.Name, p11.IP6)
-				})
-				t.Run("node-to-remote-pod", func(t *testing.T) {
-					expect6(t, n1.NS, proto, p21.IP6, p21.Name, n1.IP6)
-				})
-				t.Run("client-to-node", func(t *testing.T) {
-					expect6(t, l.Client.NS, proto, n1.IP6, n1.Name, lab.ClientIP6)
-					expect6(t, l.Client.NS, proto, n2.IP6, n2.Name, lab.ClientIP6)
-				})
-				t.Run("node-to-client", func(t *testing.T) {
-					expect6(t, n2.NS, proto, lab.ClientIP6, "client", n2.IP6)
-				})
-				t.Run("refused-is-not-timeout", func(t *testing.T) {
-					_, _, err := lab.Probe(p11.NS, proto, p21.IP6, echoPort6+1, 2*time.Second)
-					if !errors.Is(err, lab.ErrRefused) {
-						t.Fatalf("closed port: want ErrRefused, got %v", err)
-					}
-				})
-				t.Run("service-ip-blackholed-without-proxy", func(t *testing.T) {
-					// The service range is routed to the sink, which drops it.
-					_, _, err := lab.Probe(p11.NS, proto, "2001:db8:5::1", 443, 700*time.Millisecond)
-					if !errors.Is(err, lab.ErrTimeout) {
-						t.Fatalf("IPv6 service IP without proxy: want ErrTimeout, got %v", err)
-					}
-					_, _, err = lab.Probe(n1.NS, proto, "2001:db8:5::7", 80, 700*time.Millisecond)
-					if !errors.Is(err, lab.ErrTimeout) {
-						t.Fatalf("IPv6 service IP from node without proxy: want ErrTimeout, got %v", err)
-					}
-				})
-				t.Run("client-cannot-reach-pods", func(t *testing.T) {
-					_, _, err := lab.Probe(l.Client.NS, proto, p11.IP6, echoPort6, 700*time.Millisecond)
-					if !errors.Is(err, lab.ErrTimeout) {
-						t.Fatalf("client -> pod IPv6: want ErrTimeout (sink drops), got %v", err)
-					}
-				})
-			})
-		}
+		reachability(t, l, smokeAddrs{
+			port: echoPort6, p11: p11.IP6, p12: p12.IP6, p21: p21.IP6,
+			n1: n1.IP6, n1Bridge: n1.BridgeIP6, n2: n2.IP6, client: lab.ClientIP6,
+			svcFromPod: "2001:db8:5::1", svcPort: 443, svcFromNode: "2001:db8:5::7",
+		})
 	})
 
 	t.Run("isolated-from-host", func(t *testing.T) {
@@ -390,29 +265,24 @@ func TestLabSmoke(t *testing.T) {
 				}
 			}
 		}
-		// 4. Only the expected routes exist: no namespace routes beyond the sink.
-		out, err := l.Exec(l.Sink.NS, "ip", "route", "show")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.Contains(string(out), "default") {
-			t.Errorf("sink has a default route:\n%s", out)
-		}
-		fwd, err := l.Exec(l.Sink.NS, "sysctl", "-n", "net.ipv4.ip_forward")
-		if err != nil || strings.TrimSpace(string(fwd)) != "0" {
-			t.Errorf("sink forwarding = %q, %v; want 0", fwd, err)
-		}
+		// 4. Only the expected routes exist: no namespace routes beyond the
+		// sink, which forwards nothing (either family).
+		type famCheck struct{ family, ipFlag, forwarding string }
+		fams := []famCheck{{"IPv4", "-4", "net.ipv4.ip_forward"}}
 		if l.IPv6 {
-			out, err := l.Exec(l.Sink.NS, "ip", "-6", "route", "show")
+			fams = append(fams, famCheck{"IPv6", "-6", "net.ipv6.conf.all.forwarding"})
+		}
+		for _, f := range fams {
+			out, err := l.Exec(l.Sink.NS, "ip", f.ipFlag, "route", "show")
 			if err != nil {
 				t.Fatal(err)
 			}
 			if strings.Contains(string(out), "default") {
-				t.Errorf("sink has a default IPv6 route:\n%s", out)
+				t.Errorf("sink has a default %s route:\n%s", f.family, out)
 			}
-			fwd, err := l.Exec(l.Sink.NS, "sysctl", "-n", "net.ipv6.conf.all.forwarding")
+			fwd, err := l.Exec(l.Sink.NS, "sysctl", "-n", f.forwarding)
 			if err != nil || strings.TrimSpace(string(fwd)) != "0" {
-				t.Errorf("sink IPv6 forwarding = %q, %v; want 0", fwd, err)
+				t.Errorf("sink %s forwarding = %q, %v; want 0", f.family, fwd, err)
 			}
 		}
 	})
@@ -448,6 +318,87 @@ func TestLabSmoke(t *testing.T) {
 			}
 		}
 	})
+}
+
+// smokeAddrs are the addresses of one family that TestLabSmoke's
+// reachability checks use: pods n1-p1, n1-p2, n2-p1, node1 (and its cbr0),
+// node2, the client, and service IPs that no proxy serves.
+type smokeAddrs struct {
+	port                            int
+	p11, p12, p21, n1, n1Bridge, n2 string
+	client, svcFromPod, svcFromNode string
+	svcPort                         int
+}
+
+// reachability checks, over TCP and UDP, who reaches whom in the lab and
+// with which source address, against echo servers on a.port.
+func reachability(t *testing.T, l *lab.Lab, a smokeAddrs) {
+	t.Helper()
+	expectOK := func(t *testing.T, fromNS, proto, addr, wantBackend, wantClientIP string) {
+		t.Helper()
+		r, err := lab.ProbeWith(lab.ProbeSpec{NS: fromNS, Proto: proto, Addr: addr, Port: a.port, Timeout: 3 * time.Second})
+		if err != nil {
+			t.Fatalf("%s %s -> %s: %v", fromNS, proto, addr, err)
+		}
+		if r.Backend != wantBackend || r.ClientIP() != wantClientIP {
+			t.Fatalf("%s %s -> %s: answered by %s seeing %s, want %s seeing %s",
+				fromNS, proto, addr, r.Backend, r.ClientAddr, wantBackend, wantClientIP)
+		}
+	}
+	p11, p12, p21 := l.Pod(1, 1), l.Pod(1, 2), l.Pod(2, 1)
+	n1, n2 := l.Node(1), l.Node(2)
+	for _, proto := range []string{"tcp", "udp"} {
+		t.Run(proto, func(t *testing.T) {
+			t.Run("pod-to-pod-cross-node keeps source", func(t *testing.T) {
+				expectOK(t, p11.NS, proto, a.p21, p21.Name, a.p11)
+				expectOK(t, p21.NS, proto, a.p11, p11.Name, a.p21)
+			})
+			t.Run("pod-to-pod-same-node", func(t *testing.T) {
+				expectOK(t, p11.NS, proto, a.p12, p12.Name, a.p11)
+			})
+			t.Run("pod-to-own-node", func(t *testing.T) {
+				expectOK(t, p11.NS, proto, a.n1, n1.Name, a.p11)
+				expectOK(t, p11.NS, proto, a.n1Bridge, n1.Name, a.p11)
+			})
+			t.Run("pod-to-other-node", func(t *testing.T) {
+				// node2 reaches node1's pod CIDR via node1, so the source stays the pod's.
+				expectOK(t, p11.NS, proto, a.n2, n2.Name, a.p11)
+			})
+			t.Run("node-to-remote-pod", func(t *testing.T) {
+				expectOK(t, n1.NS, proto, a.p21, p21.Name, a.n1)
+			})
+			t.Run("client-to-node", func(t *testing.T) {
+				expectOK(t, l.Client.NS, proto, a.n1, n1.Name, a.client)
+				expectOK(t, l.Client.NS, proto, a.n2, n2.Name, a.client)
+			})
+			t.Run("node-to-client", func(t *testing.T) {
+				expectOK(t, n2.NS, proto, a.client, "client", a.n2)
+			})
+			t.Run("refused-is-not-timeout", func(t *testing.T) {
+				_, _, err := lab.Probe(p11.NS, proto, a.p21, a.port+1, 2*time.Second)
+				if !errors.Is(err, lab.ErrRefused) {
+					t.Fatalf("closed port: want ErrRefused, got %v", err)
+				}
+			})
+			t.Run("cluster-ip-blackholed-without-proxy", func(t *testing.T) {
+				// No proxy rules: the packet goes to the sink, which drops it.
+				_, _, err := lab.Probe(p11.NS, proto, a.svcFromPod, a.svcPort, 700*time.Millisecond)
+				if !errors.Is(err, lab.ErrTimeout) {
+					t.Fatalf("ClusterIP without proxy: want ErrTimeout, got %v", err)
+				}
+				_, _, err = lab.Probe(n1.NS, proto, a.svcFromNode, 80, 700*time.Millisecond)
+				if !errors.Is(err, lab.ErrTimeout) {
+					t.Fatalf("ClusterIP from node without proxy: want ErrTimeout, got %v", err)
+				}
+			})
+			t.Run("client-cannot-reach-pods", func(t *testing.T) {
+				_, _, err := lab.Probe(l.Client.NS, proto, a.p11, a.port, 700*time.Millisecond)
+				if !errors.Is(err, lab.ErrTimeout) {
+					t.Fatalf("client -> pod IP: want ErrTimeout (sink drops), got %v", err)
+				}
+			})
+		})
+	}
 }
 
 type ipLink struct {

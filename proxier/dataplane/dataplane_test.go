@@ -53,18 +53,17 @@ type env struct {
 	ipt  map[int]iptables.Interface // per node index
 }
 
-func setup(t *testing.T) *env {
+// upLab brings up a lab whose prefix is stem + this process's pid
+// (lab.RunPrefix), torn down when t ends.
+func upLab(t *testing.T, stem string, nodes, podsPerNode int) *lab.Lab {
 	t.Helper()
-	if err := lab.Available(); err != nil {
-		t.Skipf("dataplane tests need network namespaces: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	prefix, err := lab.RunPrefix("svpdp")
+	prefix, err := lab.RunPrefix(stem)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := lab.Up(ctx, lab.Options{Prefix: prefix, Nodes: 2, PodsPerNode: 4, Logf: t.Logf})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	l, err := lab.Up(ctx, lab.Options{Prefix: prefix, Nodes: nodes, PodsPerNode: podsPerNode, Logf: t.Logf})
 	if err != nil {
 		t.Fatalf("lab up: %v", err)
 	}
@@ -73,6 +72,15 @@ func setup(t *testing.T) *env {
 			t.Errorf("lab down: %v", err)
 		}
 	})
+	return l
+}
+
+func setup(t *testing.T) *env {
+	t.Helper()
+	if err := lab.Available(); err != nil {
+		t.Skipf("dataplane tests need network namespaces: %v", err)
+	}
+	l := upLab(t, "svpdp", 2, 4)
 	for _, b := range backends {
 		extra := []string{"--udp=false"}
 		if b.udp {

@@ -117,21 +117,7 @@ func setupEgress(t *testing.T) *egressEnv {
 	if _, err := runIn("", "ipset", "--version"); err != nil {
 		t.Skipf("ipset dataplane tests need the ipset binary (to inspect sets): %v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	prefix, err := lab.RunPrefix("svpip")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := lab.Up(ctx, lab.Options{Prefix: prefix, Nodes: 2, PodsPerNode: 2, Logf: t.Logf})
-	if err != nil {
-		t.Fatalf("lab up: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := l.Down(); err != nil {
-			t.Errorf("lab down: %v", err)
-		}
-	})
+	l := upLab(t, "svpip", 2, 2)
 	e := &egressEnv{t: t, lab: l, node1: l.Node(1), podA: l.Pod(1, 1), n2p1: l.Pod(2, 1), sets: nsSets{l.Node(1).NS}}
 	if _, err := e.sets.ListSets(); err != nil {
 		t.Skipf("ipset dataplane tests need the kernel's ipset netlink interface: %v", err)
@@ -172,6 +158,7 @@ func setupEgress(t *testing.T) *egressEnv {
 		t.Cleanup(func() { _ = p.Stop() })
 	}
 
+	var err error
 	e.ipt, err = iptables.New(iptables.NetnsExecutor{Namespace: n1}, iptables.Options{})
 	if err != nil {
 		t.Fatalf("iptables in %s: %v", n1, err)

@@ -108,21 +108,7 @@ func setupIPv6(t *testing.T) *v6env {
 	if _, err := exec.LookPath("ip6tables"); err != nil {
 		t.Skipf("IPv6 dataplane test needs ip6tables: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	prefix, err := lab.RunPrefix("svp6d")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := lab.Up(ctx, lab.Options{Prefix: prefix, Nodes: 1, PodsPerNode: 3, Logf: t.Logf})
-	if err != nil {
-		t.Fatalf("lab up: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := l.Down(); err != nil {
-			t.Errorf("lab down: %v", err)
-		}
-	})
+	l := upLab(t, "svp6d", 1, 3)
 	if !l.IPv6 {
 		t.Skip("IPv6 dataplane test needs the lab's IPv6 addresses: the kernel has no IPv6")
 	}
@@ -133,6 +119,8 @@ func setupIPv6(t *testing.T) *v6env {
 		t.Skip("IPv6 dataplane test needs br_netfilter in namespaces (net.bridge.bridge-nf-call-ip6tables)")
 	}
 	e := &v6env{lab: l, node: l.Node(1), pods: []*lab.Pod{l.Pod(1, 1), l.Pod(1, 2), l.Pod(1, 3)}}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 
 	ipt, err := iptables.New(iptables.NetnsExecutor{Namespace: e.node.NS}, iptables.Options{Family: iptables.IPv6})
 	if err == nil {
