@@ -127,7 +127,7 @@ func TestRemoveStale(t *testing.T) {
 		if strings.TrimSpace(string(out)) != "" {
 			break
 		}
-		if i == 100 {
+		if i == 500 {
 			t.Fatalf("the process never showed up in %s", stale)
 		}
 		time.Sleep(20 * time.Millisecond)
