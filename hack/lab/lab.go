@@ -195,7 +195,7 @@ func Plan(o Options) (*Lab, error) {
 	}
 	p := o.Prefix
 	v6 := !o.IPv4Only
-	// ip6 returns the IPv6 address s unless the lab is IPv4 only.
+	// ip6 formats an IPv6 address of the plan ("" in an IPv4-only lab).
 	ip6 := func(format string, args ...any) string {
 		if !v6 {
 			return ""
