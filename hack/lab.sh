@@ -12,12 +12,15 @@ Usage: $(basename "$0") up|down|status [--nodes N] [--pods M] [--prefix P] [--st
        $(basename "$0") echo --ns NS --name NAME --port N [--prefix P]
 
   up      create the lab (tears down an existing lab with the same prefix first)
-  down    stop its control plane, kill processes in its namespaces, delete them (idempotent)
+  down    stop its control plane, kill processes in its namespaces, delete them (idempotent);
+          down --stale STEM removes the test labs STEM<pid> whose test process is gone
   status  show the topology, missing namespaces, control plane state
 
 Defaults: --prefix svp --nodes 2 --pods 2, state dir /tmp/svcproxy-lab-<prefix>.
 Address plan: node net 192.0.2.0/24 (sink .1, cp .10, node<i> .1<i>, client .100),
-pods 198.51.100.(64*(i-1))/26 per node, services 203.0.113.0/25.
+pods 198.51.100.(64*(i-1))/26 per node, services 203.0.113.0/25; dual-stack unless
+--ipv4-only: 2001:db8::/64 (::1, ::10, ::1<i>, ::100), pods 2001:db8:1:<i>::/64,
+services 2001:db8:5::/108.
 USAGE
 }
 

@@ -1,20 +1,19 @@
 package ipset
 
 // Tests in this file talk to the kernel. Each runs inside a throwaway network namespace (ipsets
-// are per namespace) that it creates and deletes, and skips with a message when it cannot: not
-// root, no `ip` binary, no namespace support, no ipset netlink in the kernel. They use the ipset
+// are per namespace) from hack/testns, and skips with a message when it cannot: hack/testns's rule
+// (not root, no `ip` binary, no namespace support, -short), or no ipset netlink in the kernel. They use the ipset
 // and iptables binaries only to verify what the package did through netlink.
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -25,74 +24,23 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/svcproxy/svcproxy/hack/testns"
 )
 
-// inNetNS creates a network namespace named svp-ipset-<random>, runs body on this goroutine's OS
-// thread switched into it, then switches back and deletes the namespace. body must not hand
-// kernel work to other goroutines (they run in the original namespace); use nsExec or a netlink
-// handle bound to the namespace there.
-func inNetNS(t *testing.T, body func(ns string)) {
+// inNetNS creates a network namespace (hack/testns), runs body on this goroutine's OS thread
+// switched into it, then switches back; the namespace is deleted when the test ends. body must not
+// hand kernel work to other goroutines (they run in the original namespace); use ns.Exec or a
+// netlink handle bound to the namespace there.
+func inNetNS(t *testing.T, body func(ns *testns.NS)) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipping kernel test: needs root to create a network namespace and manage ipsets")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skipf("skipping kernel test: no ip binary to create a network namespace: %v", err)
-	}
-	ns := fmt.Sprintf("svp-ipset-%08x", rand.Uint32())
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Skipf("skipping kernel test: cannot create network namespace %s: %v: %s", ns, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
-			t.Errorf("deleting network namespace %s: %v: %s", ns, err, out)
+	ns := testns.New(t)
+	ns.Do(t, func() {
+		if _, _, err := netlink.IpsetProtocol(); err != nil {
+			t.Skipf("skipping kernel test: ipset netlink unavailable in the kernel: %v", err)
 		}
+		body(ns)
 	})
-
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("current network namespace: %v", err)
-	}
-	defer orig.Close()
-	target, err := netns.GetFromName(ns)
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("opening network namespace %s: %v", ns, err)
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		t.Skipf("skipping kernel test: cannot enter network namespace %s: %v", ns, err)
-	}
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			// Stay locked: the runtime discards this thread when the goroutine ends.
-			t.Errorf("returning to the original network namespace: %v", err)
-			return
-		}
-		runtime.UnlockOSThread()
-	}()
-	if _, _, err := netlink.IpsetProtocol(); err != nil {
-		t.Skipf("skipping kernel test: ipset netlink unavailable in the kernel: %v", err)
-	}
-	body(ns)
-}
-
-// nsExec runs a command inside the namespace.
-func nsExec(ns string, args ...string) (string, error) {
-	out, err := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
-	return string(out), err
-}
-
-func mustNsExec(t *testing.T, ns string, args ...string) string {
-	t.Helper()
-	out, err := nsExec(ns, args...)
-	if err != nil {
-		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
-	}
-	return out
 }
 
 func needBinaries(t *testing.T, bins ...string) {
@@ -112,9 +60,9 @@ type savedSet struct {
 }
 
 // ipsetSave reads a set back with the ipset binary, independently of this package.
-func ipsetSave(t *testing.T, ns, name string) savedSet {
+func ipsetSave(t *testing.T, ns *testns.NS, name string) savedSet {
 	t.Helper()
-	out := mustNsExec(t, ns, "ipset", "save", name)
+	out := ns.Run(t, "ipset", "save", name)
 	s := savedSet{comment: map[netip.Prefix]string{}, members: []netip.Prefix{}}
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		f := strings.Fields(line)
@@ -140,21 +88,21 @@ func ipsetSave(t *testing.T, ns, name string) savedSet {
 	return s
 }
 
-func ipsetNames(t *testing.T, ns string) []string {
+func ipsetNames(t *testing.T, ns *testns.NS) []string {
 	t.Helper()
-	names := strings.Fields(mustNsExec(t, ns, "ipset", "list", "-n"))
+	names := strings.Fields(ns.Run(t, "ipset", "list", "-n"))
 	slices.Sort(names)
 	return names
 }
 
 // iptablesRef adds (or, with del, removes) an iptables rule that references set.
-func iptablesRef(t *testing.T, ns, set string, del bool) {
+func iptablesRef(t *testing.T, ns *testns.NS, set string, del bool) {
 	t.Helper()
 	op := "-A"
 	if del {
 		op = "-D"
 	}
-	mustNsExec(t, ns, "iptables", "-w", op, "INPUT", "-m", "set", "--match-set", set, "src", "-j", "ACCEPT")
+	ns.Run(t, "iptables", "-w", op, "INPUT", "-m", "set", "--match-set", set, "src", "-j", "ACCEPT")
 }
 
 // countingOps counts the calls that write to the kernel.
@@ -180,7 +128,7 @@ func (c *countingOps) reset() []string {
 
 func TestRootConformance(t *testing.T) {
 	needBinaries(t, "iptables")
-	inNetNS(t, func(ns string) {
+	inNetNS(t, func(ns *testns.NS) {
 		checkConformance(t, harness{
 			iface:      New(),
 			markInUse:  func(t *testing.T, n string) { iptablesRef(t, ns, n, false) },
@@ -191,7 +139,7 @@ func TestRootConformance(t *testing.T) {
 
 func TestRootSyncVerifiedWithIpsetBinary(t *testing.T) {
 	needBinaries(t, "ipset")
-	inNetNS(t, func(ns string) {
+	inNetNS(t, func(ns *testns.NS) {
 		counter := &countingOps{ops: nlOps{}}
 		iface := newNetlinkSets(counter)
 		desired := proxyDesired()
@@ -241,9 +189,9 @@ func TestRootSyncVerifiedWithIpsetBinary(t *testing.T) {
 		}
 
 		// Someone destroys a set and leaves a half-filled temporary set behind: the next sync heals both.
-		mustNsExec(t, ns, "ipset", "destroy", PodCIDRsSet)
-		mustNsExec(t, ns, "ipset", "create", TempName(NoMasqSet), "hash:net")
-		mustNsExec(t, ns, "ipset", "add", TempName(NoMasqSet), "192.0.2.128/25")
+		ns.Run(t, "ipset", "destroy", PodCIDRsSet)
+		ns.Run(t, "ipset", "create", TempName(NoMasqSet), "hash:net")
+		ns.Run(t, "ipset", "add", TempName(NoMasqSet), "192.0.2.128/25")
 		desired[NoMasqSet] = Desired{Type: HashNet, Members: pfx("198.51.100.0/24")}
 		if err := SyncSets(iface, desired); err != nil {
 			t.Fatal(err)
@@ -262,9 +210,9 @@ func TestRootSyncVerifiedWithIpsetBinary(t *testing.T) {
 		// keeping its revision. vishvananda/netlink logs about header attributes of new revisions.
 		log.SetOutput(io.Discard)
 		defer log.SetOutput(os.Stderr)
-		mustNsExec(t, ns, "ipset", "create", "SVCPROXY-BY-BINARY", "hash:net", "comment")
-		mustNsExec(t, ns, "ipset", "add", "SVCPROXY-BY-BINARY", "203.0.113.0/24", "comment", "made by hand")
-		before := mustNsExec(t, ns, "ipset", "list", "-t", "SVCPROXY-BY-BINARY")
+		ns.Run(t, "ipset", "create", "SVCPROXY-BY-BINARY", "hash:net", "comment")
+		ns.Run(t, "ipset", "add", "SVCPROXY-BY-BINARY", "203.0.113.0/24", "comment", "made by hand")
+		before := ns.Run(t, "ipset", "list", "-t", "SVCPROXY-BY-BINARY")
 		if err := iface.ReplaceMembers("SVCPROXY-BY-BINARY", pfx("203.0.113.0/24", "198.51.100.1")); err != nil {
 			t.Fatal(err)
 		}
@@ -272,13 +220,13 @@ func TestRootSyncVerifiedWithIpsetBinary(t *testing.T) {
 		if !slices.Equal(got.members, pfx("198.51.100.1", "203.0.113.0/24")) || got.comment[pfx("198.51.100.1")[0]] != "made by hand" {
 			t.Errorf("SVCPROXY-BY-BINARY after replace: %+v", got)
 		}
-		after := mustNsExec(t, ns, "ipset", "list", "-t", "SVCPROXY-BY-BINARY")
+		after := ns.Run(t, "ipset", "list", "-t", "SVCPROXY-BY-BINARY")
 		if rev := func(s string) string { return strings.Fields(s[strings.Index(s, "Revision:"):])[1] }; rev(before) != rev(after) {
 			t.Errorf("revision changed:\n%s\n%s", before, after)
 		}
 
 		// Cleanup removes exactly our prefix.
-		mustNsExec(t, ns, "ipset", "create", "KUBE-SOMETHING", "hash:ip")
+		ns.Run(t, "ipset", "create", "KUBE-SOMETHING", "hash:ip")
 		if err := Cleanup(iface, Prefix); err != nil {
 			t.Fatal(err)
 		}
@@ -290,7 +238,7 @@ func TestRootSyncVerifiedWithIpsetBinary(t *testing.T) {
 
 func TestRootInUseByIptablesRule(t *testing.T) {
 	needBinaries(t, "ipset", "iptables")
-	inNetNS(t, func(ns string) {
+	inNetNS(t, func(ns *testns.NS) {
 		iface := New()
 		if err := SyncSets(iface, proxyDesired()); err != nil {
 			t.Fatal(err)
@@ -305,8 +253,8 @@ func TestRootInUseByIptablesRule(t *testing.T) {
 		if err := iface.ReplaceMembers(PodCIDRsSet, pfx("198.51.100.0/24")); err != nil {
 			t.Fatal(err)
 		}
-		mustNsExec(t, ns, "iptables", "-w", "-C", "INPUT", "-m", "set", "--match-set", PodCIDRsSet, "src", "-j", "ACCEPT")
-		if hdr := mustNsExec(t, ns, "ipset", "list", "-t", PodCIDRsSet); !strings.Contains(hdr, "References: 1") {
+		ns.Run(t, "iptables", "-w", "-C", "INPUT", "-m", "set", "--match-set", PodCIDRsSet, "src", "-j", "ACCEPT")
+		if hdr := ns.Run(t, "ipset", "list", "-t", PodCIDRsSet); !strings.Contains(hdr, "References: 1") {
 			t.Errorf("after replace the rule no longer references %s:\n%s", PodCIDRsSet, hdr)
 		}
 		if got := ipsetSave(t, ns, PodCIDRsSet).members; !slices.Equal(got, pfx("198.51.100.0/24")) {
@@ -360,9 +308,9 @@ func (o *observation) miss(s string) {
 // observe probes whether probe is in set until stop closes (or 5 s pass), from two goroutines:
 // a tight loop of netlink TEST requests through a handle bound to the namespace, and a slower
 // loop of `ipset test` runs, as an operator would check. Both loops are bounded in count.
-func observe(t *testing.T, ns, set string, probe netip.Addr, stop <-chan struct{}) (*observation, func()) {
+func observe(t *testing.T, ns *testns.NS, set string, probe netip.Addr, stop <-chan struct{}) (*observation, func()) {
 	t.Helper()
-	nsh, err := netns.GetFromName(ns)
+	nsh, err := netns.GetFromName(ns.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,11 +346,11 @@ func observe(t *testing.T, ns, set string, probe netip.Addr, stop <-chan struct{
 	go func() {
 		defer wg.Done()
 		for i := 0; i < 500 && running(); i++ {
-			out, err := nsExec(ns, "ipset", "test", set, probe.String())
+			_, err := ns.Exec(context.Background(), "ipset", "test", set, probe.String())
 			o.execProbes.Add(1)
 			if err != nil {
 				o.execMisses.Add(1)
-				o.miss(fmt.Sprintf("ipset test %s %s: %v: %s", set, probe, err, strings.TrimSpace(out)))
+				o.miss(fmt.Sprintf("ipset test %s %s: %v", set, probe, err))
 			}
 		}
 	}()
@@ -411,7 +359,7 @@ func observe(t *testing.T, ns, set string, probe netip.Addr, stop <-chan struct{
 
 func TestRootSwapUnderTraffic(t *testing.T) {
 	needBinaries(t, "ipset")
-	inNetNS(t, func(ns string) {
+	inNetNS(t, func(ns *testns.NS) {
 		const set = "SVCPROXY-SWAP-TEST"
 		probe := netip.MustParseAddr("192.0.2.10")
 		// Both lists hold 192.0.2.0/24 (which covers the probe) and 200 other hosts.

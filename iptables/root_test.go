@@ -8,37 +8,19 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/svcproxy/svcproxy/hack/testns"
 )
 
 // These tests drive the real iptables binaries. They need root, and run in
 // a throwaway network namespace so the host's tables are never touched;
 // otherwise they skip.
 
-// newNetns creates a network namespace for the test and deletes it afterwards.
+// newNetns creates a network namespace for the test (deleted when it
+// ends), or skips it by hack/testns's rule.
 func newNetns(t *testing.T) NetnsExecutor {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("skipping iptables tests in -short mode")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: iptables tests need root")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("skipping: no ip command")
-	}
-	ns := fmt.Sprintf("svcproxy-ipt-%d-%s", os.Getpid(), strings.NewReplacer("/", "-", " ", "-").Replace(t.Name()))
-	if len(ns) > 60 {
-		ns = ns[:60]
-	}
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Skipf("skipping: cannot create a network namespace: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
-			t.Errorf("deleting network namespace %s: %v: %s", ns, err, out)
-		}
-	})
-	return NetnsExecutor{Namespace: ns}
+	return NetnsExecutor{Namespace: testns.New(t).Name}
 }
 
 // needBinaries skips unless every named binary is installed.

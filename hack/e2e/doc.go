@@ -9,10 +9,11 @@
 //
 //	SVCPROXY_E2E=1 go test -count=1 -v ./hack/e2e/
 //
-// One lab (prefix "svpe2", 2 nodes x 3 pods), one control plane and one
+// One lab (prefix "svpee<pid>", 2 nodes x 3 pods), one control plane and one
 // svcproxy per node are shared by all tests of the package and torn down
 // when the package's tests end (or on SIGINT/SIGTERM). If the test binary
-// dies hard (panic, -timeout), the next run's lab.Up removes the leftovers;
-// so does `hack/lab.sh down --prefix svpe2`. Logs stay in
-// /tmp/svcproxy-lab-svpe2/logs (svcproxy-node<i>.log) and .../cp.
+// dies hard (panic, -timeout), the next run removes the leftovers
+// (lab.RunPrefix → lab.DownStale); so does `hack/lab.sh down --prefix
+// svpee<pid>`. Logs stay in /tmp/svcproxy-lab-svpee<pid>/logs
+// (svcproxy-node<i>.log) and .../cp until the next run.
 package e2e

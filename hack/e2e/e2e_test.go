@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -348,24 +347,20 @@ func TestHealthzAndMetrics(t *testing.T) {
 			t.Errorf("%s /livez: %d %q %v", n.Name, code, body, err)
 		}
 
-		code, body, err = httpGet(n.NS, "http://127.0.0.1:10249/metrics")
-		if err != nil || code != 200 {
-			t.Fatalf("%s /metrics: %d %v", n.Name, code, err)
-		}
-		m := lastSyncRE.FindStringSubmatch(body)
-		if m == nil {
-			t.Fatalf("%s /metrics lacks kubeproxy_sync_proxy_rules_last_timestamp_seconds:\n%s", n.Name, tail(body, 3000))
-		}
-		ts, err := strconv.ParseFloat(m[2], 64)
+		metrics, err := lab.ScrapeMetrics(context.Background(), n.NS, lab.MetricsURL)
 		if err != nil {
-			t.Fatalf("%s: bad sync timestamp %q", n.Name, m[2])
+			t.Fatalf("%s /metrics: %v", n.Name, err)
+		}
+		ts, ok := metrics.Flat(lab.IPv4)["kubeproxy_sync_proxy_rules_last_timestamp_seconds"]
+		if !ok {
+			t.Fatalf("%s /metrics lacks kubeproxy_sync_proxy_rules_last_timestamp_seconds; it has %v", n.Name, slices.Sorted(maps.Keys(metrics)))
 		}
 		// A sync runs at least every sync period, even with no changes.
 		if age := time.Since(time.Unix(0, int64(ts*1e9))); age < -time.Second || age > 3*syncPeriod {
 			t.Errorf("%s: last sync %s ago, want within %s", n.Name, age.Round(time.Millisecond), 3*syncPeriod)
 		}
 		for _, metric := range []string{"kubeproxy_sync_proxy_rules_duration_seconds", "kubeproxy_sync_proxy_rules_iptables_total"} {
-			if !strings.Contains(body, metric) {
+			if metrics[metric] == nil {
 				t.Errorf("%s /metrics lacks %s", n.Name, metric)
 			}
 		}
@@ -482,7 +477,7 @@ func TestNatFlushIsRepaired(t *testing.T) {
 				t.Logf("right after %v: %d KUBE- lines in nat", tc.cmds, len(linesMentioning(nat, "KUBE-")))
 			}
 			var repaired time.Duration
-			err := poll(converge, 20*time.Millisecond, func() error {
+			err := lab.Poll(context.Background(), converge, 20*time.Millisecond, func() error {
 				if _, err := clusterIP.probe(300 * time.Millisecond); err != nil {
 					return err
 				}
@@ -536,7 +531,7 @@ func TestFilterFlushIsRepaired(t *testing.T) {
 		t.Fatalf("flush: %v: %s", err, out)
 	}
 	var repaired time.Duration
-	err := poll(converge, 50*time.Millisecond, func() error {
+	err := lab.Poll(context.Background(), converge, 50*time.Millisecond, func() error {
 		filter, err := e.save(n.NS, "filter")
 		if err != nil {
 			return err
@@ -753,7 +748,7 @@ func TestStaleUDPFlowMovesAfterEndpointRemoval(t *testing.T) {
 	}
 	e.setEndpoints(t, svc, keep)
 
-	err := poll(converge, 100*time.Millisecond, func() error {
+	err := lab.Poll(context.Background(), converge, 100*time.Millisecond, func() error {
 		if got := pinned(); got != keep.Name {
 			return fmt.Errorf("flow from source port 40153 still answered by %s", got)
 		}

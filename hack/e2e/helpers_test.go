@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,26 +21,6 @@ import (
 
 	"github.com/svcproxy/svcproxy/hack/lab"
 )
-
-// errStop makes poll give up at once.
-var errStop = errors.New("giving up")
-
-// poll calls check every interval until it returns nil, returns an error
-// wrapping errStop, or limit has passed (at most 1000 attempts).
-func poll(limit, interval time.Duration, check func() error) error {
-	deadline := time.Now().Add(limit)
-	var last error
-	for i := 0; i < 1000; i++ {
-		if last = check(); last == nil {
-			return nil
-		}
-		if errors.Is(last, errStop) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(interval)
-	}
-	return fmt.Errorf("after %s: %w", limit, last)
-}
 
 // httpGet GETs url with a socket inside namespace nsName.
 func httpGet(nsName, url string) (code int, body string, err error) {
@@ -231,8 +210,12 @@ func (g target) String() string {
 	return fmt.Sprintf("%s %s:%d from %s", g.proto, g.addr, g.port, g.from)
 }
 
+func (g target) spec(timeout time.Duration) lab.ProbeSpec {
+	return lab.ProbeSpec{NS: g.from, Proto: g.proto, Addr: g.addr, Port: g.port, Timeout: timeout}
+}
+
 func (g target) probe(timeout time.Duration) (lab.ProbeResult, error) {
-	return lab.ProbeWith(lab.ProbeSpec{NS: g.from, Proto: g.proto, Addr: g.addr, Port: g.port, Timeout: timeout})
+	return lab.ProbeWith(g.spec(timeout))
 }
 
 // reachAll probes g until every backend in want has answered (bounded by
@@ -279,14 +262,9 @@ func reachAllWithin(t *testing.T, limit time.Duration, g target, want ...string)
 // answers by backend.
 func hits(t *testing.T, g target, n int) (byBackend map[string]int, clients map[string]bool) {
 	t.Helper()
-	byBackend, clients = map[string]int{}, map[string]bool{}
-	for i := 0; i < n; i++ {
-		r, err := g.probe(2 * time.Second)
-		if err != nil {
-			t.Fatalf("%s: request %d/%d: %v", g, i+1, n, err)
-		}
-		byBackend[r.Backend]++
-		clients[r.ClientIP()] = true
+	byBackend, clients, err := lab.Hits(g.spec(2*time.Second), n)
+	if err != nil {
+		t.Fatalf("%s: %v", g, err)
 	}
 	return byBackend, clients
 }
@@ -422,7 +400,7 @@ func (e *env) waitTable(t *testing.T, table, what string, check func(save string
 // waitNodeTable polls node n's table until check passes (bounded by converge).
 func (e *env) waitNodeTable(t *testing.T, n *lab.Node, table, what string, check func(save string) error) {
 	t.Helper()
-	err := poll(converge, 100*time.Millisecond, func() error {
+	err := lab.Poll(context.Background(), converge, 100*time.Millisecond, func() error {
 		save, err := e.save(n.NS, table)
 		if err != nil {
 			return err

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,9 +24,9 @@ import (
 )
 
 const (
-	// prefix of the lab's namespaces; distinct from the other test tiers'
-	// (svpt, svpu, svpe, svpdp) so they can run at the same time.
-	prefix      = "svpe2"
+	// stem of the lab's prefix (stem + pid, lab.RunPrefix); distinct from
+	// the other test tiers' (svpt, svpu, svpe, svpdp, svpip, svp6d).
+	stem        = "svpee"
 	nodes       = 2
 	podsPerNode = 3
 	// echoPort is where every pod's echo server listens (TCP and UDP); it
@@ -125,6 +124,10 @@ func buildEnv() (skip string, e *env, err error) {
 	defer cancel()
 
 	if e.bin, e.binDir, err = buildSvcproxy(ctx); err != nil {
+		return "", nil, err
+	}
+	prefix, err := lab.RunPrefix(stem)
+	if err != nil {
 		return "", nil, err
 	}
 	stateDir := filepath.Join(os.TempDir(), "svcproxy-lab-"+prefix)
@@ -271,9 +274,9 @@ func (e *env) waitDaemonReady(i int) error {
 	e.mu.Lock()
 	started := float64(e.started[i].UnixNano()) / 1e9
 	e.mu.Unlock()
-	err := poll(60*time.Second, 100*time.Millisecond, func() error {
+	err := lab.Poll(context.Background(), 60*time.Second, 100*time.Millisecond, func() error {
 		if exited, werr := p.Exited(); exited {
-			return fmt.Errorf("%w: svcproxy on %s exited: %v", errStop, n.Name, werr)
+			return fmt.Errorf("%w: svcproxy on %s exited: %v", lab.ErrStop, n.Name, werr)
 		}
 		ts, err := lastSync(n.NS)
 		if err != nil {
@@ -305,24 +308,19 @@ func (e *env) waitDaemonReady(i int) error {
 	return nil
 }
 
-var lastSyncRE = regexp.MustCompile(`(?m)^kubeproxy_sync_proxy_rules_last_timestamp_seconds(\{[^}]*\})? (\S+)$`)
-
 // lastSync reads kubeproxy_sync_proxy_rules_last_timestamp_seconds (unix
-// seconds; 0 before the first successful sync) from the metrics server of
-// the svcproxy running in node namespace nodeNS.
+// seconds of the IPv4 family's last successful sync; 0 before the first)
+// from the metrics server of the svcproxy running in node namespace nodeNS.
 func lastSync(nodeNS string) (float64, error) {
-	code, body, err := httpGet(nodeNS, "http://127.0.0.1:10249/metrics")
+	m, err := lab.ScrapeMetrics(context.Background(), nodeNS, lab.MetricsURL)
 	if err != nil {
 		return 0, err
 	}
-	if code != 200 {
-		return 0, fmt.Errorf("/metrics: HTTP %d", code)
-	}
-	m := lastSyncRE.FindStringSubmatch(body)
-	if m == nil {
+	ts, ok := m.Flat(lab.IPv4)["kubeproxy_sync_proxy_rules_last_timestamp_seconds"]
+	if !ok {
 		return 0, errors.New("/metrics lacks kubeproxy_sync_proxy_rules_last_timestamp_seconds")
 	}
-	return strconv.ParseFloat(m[2], 64)
+	return ts, nil
 }
 
 // checkDaemons fails t if a daemon died.
@@ -383,8 +381,7 @@ func teardown() {
 
 // save returns `iptables-save -t table` inside namespace nsName.
 func (e *env) save(nsName, table string) (string, error) {
-	out, err := lab.Exec(context.Background(), nsName, "iptables-save", "-t", table)
-	return string(out), err
+	return lab.SaveTable(context.Background(), nsName, lab.IPv4, table)
 }
 
 func tail(s string, n int) string {

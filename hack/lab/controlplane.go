@@ -125,7 +125,7 @@ func (l *Lab) StartControlPlane(ctx context.Context, extraAPIServerArgs ...strin
 		"--bind-address=" + l.CP.IP,
 		"--secure-port=" + strconv.Itoa(APIServerPort),
 		"--etcd-servers=" + etcdClientURL,
-		"--service-cluster-ip-range=" + ServiceCIDR,
+		"--service-cluster-ip-range=" + l.ServiceCIDRs(),
 		"--service-node-port-range=30000-32767",
 		"--token-auth-file=" + tokens,
 		"--authorization-mode=Node,RBAC",
@@ -385,27 +385,17 @@ func (cp *ControlPlane) stopProc(name string, grace time.Duration) error {
 }
 
 // waitUntil polls check every 250ms until it succeeds, p exits, ctx ends or
-// limit elapses (and at most 2000 attempts).
+// limit elapses.
 func waitUntil(ctx context.Context, limit time.Duration, p *Proc, check func() error) error {
-	ctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	var last error
-	for i := 0; i < 2000; i++ {
-		if last = check(); last == nil {
-			return nil
-		}
-		if p != nil {
-			if exited, err := p.Exited(); exited {
-				return fmt.Errorf("process exited (%v); last check: %w", err, last)
+	return Poll(ctx, limit, 250*time.Millisecond, func() error {
+		err := check()
+		if err != nil && p != nil {
+			if exited, werr := p.Exited(); exited {
+				return fmt.Errorf("%w: process exited (%v); last check: %w", ErrStop, werr, err)
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w; last check: %w", ctx.Err(), last)
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("gave up; last check: %w", last)
+		return err
+	})
 }
 
 func httpOK(ctx context.Context, c *http.Client, url, token string) error {

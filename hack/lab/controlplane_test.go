@@ -27,7 +27,7 @@ func TestControlPlane(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	l := upLab(t, lab.Options{Prefix: "svpe", Nodes: 1, PodsPerNode: -1})
+	l := upLab(t, "svpe", lab.Options{Nodes: 1, PodsPerNode: -1})
 	cp, err := l.StartControlPlane(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -67,6 +67,43 @@ func TestControlPlane(t *testing.T) {
 		t.Fatalf("ClusterIP %q not in %s", created.Spec.ClusterIP, lab.ServiceCIDR)
 	}
 	t.Logf("service echo got ClusterIP %s", ip)
+	if got := created.Spec.IPFamilies; len(got) != 1 || got[0] != corev1.IPv4Protocol {
+		t.Errorf("a Service without ipFamilies got families %v, want [IPv4] (IPv4 is the primary range)", got)
+	}
+
+	// The API server is dual-stack: IPv6 and dual-stack Services get
+	// addresses from the IPv6 range.
+	_, svcNet6, _ := net.ParseCIDR(lab.ServiceCIDR6)
+	for _, c := range []struct {
+		name     string
+		policy   corev1.IPFamilyPolicy
+		families []corev1.IPFamily
+	}{
+		{"echo6", corev1.IPFamilyPolicySingleStack, []corev1.IPFamily{corev1.IPv6Protocol}},
+		{"echo-dual", corev1.IPFamilyPolicyRequireDualStack, nil},
+	} {
+		s := svc.DeepCopy()
+		s.Name = c.name
+		s.Spec.IPFamilyPolicy = &c.policy
+		s.Spec.IPFamilies = c.families
+		got, err := cs.CoreV1().Services("default").Create(ctx, s, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("create service %s: %v", c.name, err)
+		}
+		var v6 []string
+		for _, a := range got.Spec.ClusterIPs {
+			if ip := net.ParseIP(a); ip != nil && ip.To4() == nil {
+				v6 = append(v6, a)
+				if !svcNet6.Contains(ip) {
+					t.Errorf("%s: IPv6 cluster IP %s not in %s", c.name, a, lab.ServiceCIDR6)
+				}
+			}
+		}
+		if len(v6) != 1 {
+			t.Errorf("%s: cluster IPs %v, want one IPv6 address", c.name, got.Spec.ClusterIPs)
+		}
+		t.Logf("service %s got cluster IPs %v", c.name, got.Spec.ClusterIPs)
+	}
 
 	list := func(stage string) {
 		t.Helper()

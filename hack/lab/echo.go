@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -57,12 +59,13 @@ func EchoServerBinary() (string, error) {
 
 // StartEcho starts an echo server named name on port (TCP and UDP) in
 // namespace ns, logging to <StateDir>/logs/echo-<ns>-<port>.log, and waits
-// (bounded, 10s) until it answers on 127.0.0.1 inside ns.
+// (bounded, 10s per protocol) until it answers on 127.0.0.1 inside ns.
 func (l *Lab) StartEcho(ns, name string, port int) (*Proc, error) {
 	return l.StartEchoArgs(ns, name, port)
 }
 
-// StartEchoArgs is StartEcho with extra echoserver flags (e.g. "--udp=false").
+// StartEchoArgs is StartEcho with extra echoserver flags (e.g. "--udp=false",
+// or "--addr", "::" for IPv6: it then waits for answers on ::1).
 func (l *Lab) StartEchoArgs(ns, name string, port int, extra ...string) (*Proc, error) {
 	bin, err := EchoServerBinary()
 	if err != nil {
@@ -78,34 +81,59 @@ func (l *Lab) StartEchoArgs(ns, name string, port int, extra ...string) (*Proc, 
 	if err != nil {
 		return nil, err
 	}
-	udpOnly := false
-	for _, e := range extra {
-		if e == "--tcp=false" {
-			udpOnly = true
-		}
-	}
-	proto := "tcp"
-	if udpOnly {
-		proto = "udp"
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	var lastErr error
-	for i := 0; i < 200 && time.Now().Before(deadline); i++ {
+	// Ready when it answers, on every protocol it serves, at the address it
+	// listens on (its loopback address for a wildcard).
+	addr, protos := echoReadyCheck(extra)
+	for _, proto := range protos {
+		ok, r, lastErr := WaitProbe(ProbeSpec{NS: ns, Proto: proto, Addr: addr, Port: port, Timeout: 500 * time.Millisecond},
+			10*time.Second, func(r ProbeResult, err error) bool {
+				exited, _ := p.Exited()
+				return exited || (err == nil && r.Backend == name)
+			})
 		if exited, werr := p.Exited(); exited {
 			return nil, fmt.Errorf("lab: echoserver in %s exited: %v: %s", ns, werr, p.LogTail(2000))
 		}
-		got, _, err := Probe(ns, proto, "127.0.0.1", port, 500*time.Millisecond)
-		if err == nil && got == name {
-			return p, nil
+		if !ok {
+			if lastErr == nil {
+				lastErr = fmt.Errorf("answered by %q, want %q", r.Backend, name)
+			}
+			_ = p.Stop()
+			return nil, fmt.Errorf("lab: echoserver %s in %s not ready on %s %s: %w", name, ns, proto, addr, lastErr)
 		}
-		lastErr = err
-		if err == nil {
-			lastErr = fmt.Errorf("answered by %q, want %q", got, name)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
-	_ = p.Stop()
-	return nil, fmt.Errorf("lab: echoserver %s in %s not ready: %w", name, ns, lastErr)
+	return p, nil
+}
+
+// echoReadyCheck returns where an echoserver started with the flags extra
+// answers (--addr, with 127.0.0.1 or ::1 for a wildcard) and its protocols.
+func echoReadyCheck(extra []string) (addr string, protos []string) {
+	addr = "0.0.0.0"
+	tcp, udp := true, true
+	for i, e := range extra {
+		switch {
+		case e == "--addr" && i+1 < len(extra):
+			addr = extra[i+1]
+		case strings.HasPrefix(e, "--addr="):
+			addr = strings.TrimPrefix(e, "--addr=")
+		case e == "--tcp=false":
+			tcp = false
+		case e == "--udp=false":
+			udp = false
+		}
+	}
+	if ip, err := netip.ParseAddr(addr); err == nil && ip.IsUnspecified() {
+		addr = "127.0.0.1"
+		if ip.Is6() {
+			addr = "::1"
+		}
+	}
+	if tcp {
+		protos = append(protos, "tcp")
+	}
+	if udp {
+		protos = append(protos, "udp")
+	}
+	return addr, protos
 }
 
 // StartProcess starts argv in the background inside namespace ns with output

@@ -5,17 +5,22 @@
 // This package is the single source of truth for the topology; hack/lab.sh and
 // hack/controlplane.sh are thin wrappers around hack/lab/cmd/lab.
 //
-// Address plan (TEST-NET ranges only, never routed outside the lab):
+// Address plan (TEST-NET ranges and 2001:db8::/32 only, never routed outside
+// the lab); the lab is dual-stack unless Options.IPv4Only (or the kernel has
+// no IPv6):
 //
-//	192.0.2.0/24      node network, bridge br0 inside namespace <prefix>-net
-//	  192.0.2.1       <prefix>-sink: default gateway of nodes/client, forwarding OFF
-//	  192.0.2.10      <prefix>-cp: etcd on 127.0.0.1:2379, kube-apiserver on :6443
-//	  192.0.2.1i      <prefix>-node<i> (i = 1..4)
-//	  192.0.2.100     <prefix>-client: an "outside" client
-//	198.51.100.0/24   pod network; node i owns 198.51.100.(64*(i-1))/26, its
-//	                  bridge cbr0 has the .1, pods <prefix>-n<i>-p<j> get .2, .3, ...
-//	203.0.113.0/25    Service cluster IP range (203.0.113.1 = kubernetes)
-//	203.0.113.128/26  reserved for external / load-balancer IPs
+//	192.0.2.0/24      2001:db8::/64      node network, bridge br0 inside namespace <prefix>-net
+//	  192.0.2.1         2001:db8::1        <prefix>-sink: default gateway of nodes/client/cp, forwarding OFF
+//	  192.0.2.10        2001:db8::10       <prefix>-cp: etcd on 127.0.0.1:2379, kube-apiserver on 192.0.2.10:6443
+//	  192.0.2.1i        2001:db8::1i       <prefix>-node<i> (i = 1..4)
+//	  192.0.2.100       2001:db8::100      <prefix>-client: an "outside" client
+//	198.51.100.0/24   2001:db8:1::/48    pod network; node i owns 198.51.100.(64*(i-1))/26 and
+//	                                     2001:db8:1:i::/64, its bridge cbr0 has the .1 / ::1,
+//	                                     pods <prefix>-n<i>-p<j> get .2, .3, ... / ::2, ::3, ...
+//	                                     (IPv6: ::(1+j) written in decimal digits)
+//	203.0.113.0/25    2001:db8:5::/108   Service cluster IP ranges (203.0.113.1 = kubernetes;
+//	                                     the API server is dual-stack, IPv4 first)
+//	203.0.113.128/26                     reserved for external / load-balancer IPs
 //
 // No namespace of the lab has an interface into the root namespace, so nothing
 // in the lab can reach the host or beyond.
@@ -57,6 +62,19 @@ const (
 	DefaultPodsPerNd = 2
 )
 
+// The IPv6 half of the address plan (all in 2001:db8::/32, the
+// documentation prefix).
+const (
+	NodeNetwork6     = "2001:db8::/64"
+	PodNetwork6      = "2001:db8:1::/48"
+	ServiceCIDR6     = "2001:db8:5::/108" // 2^20 addresses: room for 10,000+ Services
+	SinkIP6          = "2001:db8::1"
+	ControlPlaneIP6  = "2001:db8::10"
+	ClientIP6        = "2001:db8::100"
+	NodeNetworkBits6 = 64
+	PodCIDRBits6     = 64
+)
+
 // Options configures Up.
 type Options struct {
 	// Prefix of every namespace name (default "svp"). Must match [a-z][a-z0-9]{0,11}.
@@ -69,14 +87,18 @@ type Options struct {
 	// StateDir holds lab.json, control-plane files and logs
 	// (default $SVCPROXY_STATE_DIR or /tmp/svcproxy-lab-<prefix>).
 	StateDir string
+	// IPv4Only leaves out the IPv6 addresses, routes and sysctls. By default
+	// the lab is dual-stack when the kernel has IPv6 (Lab.IPv6 says).
+	IPv4Only bool
 	// Logf, if set, receives progress messages.
 	Logf func(format string, args ...any) `json:"-"`
 }
 
 // Host is one namespace attached to the node network.
 type Host struct {
-	NS string `json:"ns"` // network namespace name (ip netns)
-	IP string `json:"ip"` // address on the node network (192.0.2.0/24)
+	NS  string `json:"ns"`            // network namespace name (ip netns)
+	IP  string `json:"ip"`            // address on the node network (192.0.2.0/24)
+	IP6 string `json:"ip6,omitempty"` // IPv6 address on the node network (2001:db8::/64); "" if IPv4 only
 }
 
 // Node is a node namespace with its pod bridge and pods.
@@ -86,18 +108,23 @@ type Node struct {
 	Name     string `json:"name"`     // Kubernetes node name, "node<i>"
 	PodCIDR  string `json:"podCIDR"`  // e.g. 198.51.100.0/26
 	BridgeIP string `json:"bridgeIP"` // cbr0 address = pods' gateway, e.g. 198.51.100.1
-	Pods     []Pod  `json:"pods"`
+	// PodCIDR6 and BridgeIP6 are the IPv6 ones ("" if IPv4 only), e.g.
+	// 2001:db8:1:1::/64 and 2001:db8:1:1::1.
+	PodCIDR6  string `json:"podCIDR6,omitempty"`
+	BridgeIP6 string `json:"bridgeIP6,omitempty"`
+	Pods      []Pod  `json:"pods"`
 }
 
 // Pod is a pod namespace attached to its node's cbr0.
 type Pod struct {
-	NS       string `json:"ns"`       // e.g. svp-n1-p1
-	Name     string `json:"name"`     // Kubernetes-ish name, e.g. n1-p1
-	IP       string `json:"ip"`       // e.g. 198.51.100.2
-	Node     string `json:"node"`     // node name, e.g. node1
-	NodeNS   string `json:"nodeNS"`   // node namespace, e.g. svp-node1
-	Index    int    `json:"index"`    // 1-based within the node
-	HostVeth string `json:"hostVeth"` // veth name on the node side (in cbr0)
+	NS       string `json:"ns"`            // e.g. svp-n1-p1
+	Name     string `json:"name"`          // Kubernetes-ish name, e.g. n1-p1
+	IP       string `json:"ip"`            // e.g. 198.51.100.2
+	IP6      string `json:"ip6,omitempty"` // e.g. 2001:db8:1:1::2 ("" if IPv4 only)
+	Node     string `json:"node"`          // node name, e.g. node1
+	NodeNS   string `json:"nodeNS"`        // node namespace, e.g. svp-node1
+	Index    int    `json:"index"`         // 1-based within the node
+	HostVeth string `json:"hostVeth"`      // veth name on the node side (in cbr0)
 }
 
 // Lab is a running topology.
@@ -112,6 +139,11 @@ type Lab struct {
 	// BridgeNetfilter reports whether net.bridge.bridge-nf-call-iptables=1
 	// could be set inside the node namespaces.
 	BridgeNetfilter bool `json:"bridgeNetfilter"`
+	// IPv6 reports whether the lab has its IPv6 addresses (dual-stack).
+	IPv6 bool `json:"ipv6"`
+	// BridgeNetfilter6 reports whether net.bridge.bridge-nf-call-ip6tables=1
+	// could be set inside the node namespaces (false if IPv4 only).
+	BridgeNetfilter6 bool `json:"bridgeNetfilter6"`
 
 	logf func(format string, args ...any)
 }
@@ -162,29 +194,41 @@ func Plan(o Options) (*Lab, error) {
 		return nil, err
 	}
 	p := o.Prefix
+	v6 := !o.IPv4Only
+	// ip6 formats an IPv6 address of the plan ("" in an IPv4-only lab).
+	ip6 := func(format string, args ...any) string {
+		if !v6 {
+			return ""
+		}
+		return fmt.Sprintf(format, args...)
+	}
 	l := &Lab{
 		Prefix:   p,
 		StateDir: o.StateDir,
 		NetNS:    p + "-net",
-		Sink:     Host{NS: p + "-sink", IP: SinkIP},
-		CP:       Host{NS: p + "-cp", IP: ControlPlaneIP},
-		Client:   Host{NS: p + "-client", IP: ClientIP},
+		Sink:     Host{NS: p + "-sink", IP: SinkIP, IP6: ip6(SinkIP6)},
+		CP:       Host{NS: p + "-cp", IP: ControlPlaneIP, IP6: ip6(ControlPlaneIP6)},
+		Client:   Host{NS: p + "-client", IP: ClientIP, IP6: ip6(ClientIP6)},
+		IPv6:     v6,
 		logf:     o.Logf,
 	}
 	for i := 1; i <= o.Nodes; i++ {
 		base := 64 * (i - 1)
 		n := Node{
-			Host:     Host{NS: fmt.Sprintf("%s-node%d", p, i), IP: fmt.Sprintf("192.0.2.%d", 10+i)},
-			Index:    i,
-			Name:     fmt.Sprintf("node%d", i),
-			PodCIDR:  fmt.Sprintf("198.51.100.%d/%d", base, PodCIDRBits),
-			BridgeIP: fmt.Sprintf("198.51.100.%d", base+1),
+			Host:      Host{NS: fmt.Sprintf("%s-node%d", p, i), IP: fmt.Sprintf("192.0.2.%d", 10+i), IP6: ip6("2001:db8::1%d", i)},
+			Index:     i,
+			Name:      fmt.Sprintf("node%d", i),
+			PodCIDR:   fmt.Sprintf("198.51.100.%d/%d", base, PodCIDRBits),
+			BridgeIP:  fmt.Sprintf("198.51.100.%d", base+1),
+			PodCIDR6:  ip6("2001:db8:1:%d::/%d", i, PodCIDRBits6),
+			BridgeIP6: ip6("2001:db8:1:%d::1", i),
 		}
 		for j := 1; j <= o.PodsPerNode; j++ {
 			n.Pods = append(n.Pods, Pod{
 				NS:       fmt.Sprintf("%s-n%d-p%d", p, i, j),
 				Name:     fmt.Sprintf("n%d-p%d", i, j),
 				IP:       fmt.Sprintf("198.51.100.%d", base+1+j),
+				IP6:      ip6("2001:db8:1:%d::%d", i, 1+j),
 				Node:     n.Name,
 				NodeNS:   n.NS,
 				Index:    j,
@@ -196,6 +240,13 @@ func Plan(o Options) (*Lab, error) {
 	return l, nil
 }
 
+// kernelHasIPv6 reports whether the kernel has IPv6 (not booted with
+// ipv6.disable=1, module present).
+func kernelHasIPv6() bool {
+	_, err := os.Stat("/proc/sys/net/ipv6")
+	return err == nil
+}
+
 func (l *Lab) log(format string, args ...any) {
 	if l.logf != nil {
 		l.logf(format, args...)
@@ -204,6 +255,16 @@ func (l *Lab) log(format string, args ...any) {
 
 // SetLogf sets the progress logger (e.g. t.Logf).
 func (l *Lab) SetLogf(f func(format string, args ...any)) { l.logf = f }
+
+// ServiceCIDRs is the API server's --service-cluster-ip-range: ServiceCIDR,
+// and ServiceCIDR6 after it in a dual-stack lab (so IPv4 stays the primary
+// family: Services without ipFamilies get an IPv4 cluster IP, as before).
+func (l *Lab) ServiceCIDRs() string {
+	if l.IPv6 {
+		return ServiceCIDR + "," + ServiceCIDR6
+	}
+	return ServiceCIDR
+}
 
 // Namespaces returns every namespace of the lab, infrastructure first.
 func (l *Lab) Namespaces() []string {
@@ -251,6 +312,12 @@ func Up(ctx context.Context, o Options) (*Lab, error) {
 	if err := Available(); err != nil {
 		return nil, err
 	}
+	if !o.IPv4Only && !kernelHasIPv6() {
+		o.IPv4Only = true
+		if o.Logf != nil {
+			o.Logf("note: the kernel has no IPv6 (/proc/sys/net/ipv6 missing): the lab is IPv4 only")
+		}
+	}
 	l, err := Plan(o)
 	if err != nil {
 		return nil, err
@@ -271,8 +338,8 @@ func Up(ctx context.Context, o Options) (*Lab, error) {
 		_ = l.Down()
 		return nil, err
 	}
-	l.log("lab %s up in %s: %d nodes, %d pods (bridge-nf-call-iptables in nodes: %v)",
-		l.Prefix, time.Since(start).Round(time.Millisecond), len(l.Nodes), len(l.Pods()), l.BridgeNetfilter)
+	l.log("lab %s up in %s: %d nodes, %d pods, IPv6 %v (bridge-nf-call-iptables in nodes: %v, -ip6tables: %v)",
+		l.Prefix, time.Since(start).Round(time.Millisecond), len(l.Nodes), len(l.Pods()), l.IPv6, l.BridgeNetfilter, l.BridgeNetfilter6)
 	return l, nil
 }
 
@@ -322,13 +389,15 @@ func (l *Lab) create(ctx context.Context) error {
 	}
 
 	// The L2 switch: br0 inside <prefix>-net, one veth per attached host.
+	// Multicast snooping is off on the lab's bridges: IPv6 neighbour
+	// discovery must never depend on which MLD reports a bridge has seen.
 	attached := []Host{l.Sink, l.CP, l.Client}
 	for _, n := range l.Nodes {
 		attached = append(attached, n.Host)
 	}
 	var b batch
 	b.add("link set lo up")
-	b.add("link add br0 type bridge")
+	b.add("link add br0 type bridge mcast_snooping 0")
 	b.add("link set br0 up")
 	for _, h := range attached {
 		v := "v-" + strings.TrimPrefix(h.NS, l.Prefix+"-")
@@ -345,12 +414,12 @@ func (l *Lab) create(ctx context.Context) error {
 	// Sink: the default gateway that does not forward anything.
 	b = batch{}
 	b.add("link set lo up")
-	b.add("addr add %s/%d dev eth0", l.Sink.IP, NodeNetworkBits)
+	b.addrs("eth0", l.Sink.IP, NodeNetworkBits, l.Sink.IP6, NodeNetworkBits6)
 	b.add("link set eth0 up")
 	if err := b.run(ctx, l.Sink.NS); err != nil {
 		return err
 	}
-	if err := l.sysctls(ctx, l.Sink.NS, true, "net.ipv4.ip_forward=0"); err != nil {
+	if err := l.sysctls(ctx, l.Sink.NS, true, l.forwarding(false)...); err != nil {
 		return err
 	}
 
@@ -358,24 +427,24 @@ func (l *Lab) create(ctx context.Context) error {
 	for _, h := range []Host{l.CP, l.Client} {
 		b = batch{}
 		b.add("link set lo up")
-		b.add("addr add %s/%d dev eth0", h.IP, NodeNetworkBits)
+		b.addrs("eth0", h.IP, NodeNetworkBits, h.IP6, NodeNetworkBits6)
 		b.add("link set eth0 up")
-		b.add("route add default via %s dev eth0", SinkIP)
+		b.defaultRoutes(SinkIP, l.Sink.IP6)
 		if err := b.run(ctx, h.NS); err != nil {
 			return err
 		}
 	}
 
 	// Nodes with their pod bridge, pods and routes to the other nodes' pods.
-	bnf := true
+	bnf, bnf6 := true, l.IPv6
 	for _, n := range l.Nodes {
 		b = batch{}
 		b.add("link set lo up")
-		b.add("addr add %s/%d dev eth0", n.IP, NodeNetworkBits)
+		b.addrs("eth0", n.IP, NodeNetworkBits, n.IP6, NodeNetworkBits6)
 		b.add("link set eth0 up")
-		b.add("route add default via %s dev eth0", SinkIP)
-		b.add("link add cbr0 type bridge")
-		b.add("addr add %s/%d dev cbr0", n.BridgeIP, PodCIDRBits)
+		b.defaultRoutes(SinkIP, l.Sink.IP6)
+		b.add("link add cbr0 type bridge mcast_snooping 0")
+		b.addrs("cbr0", n.BridgeIP, PodCIDRBits, n.BridgeIP6, PodCIDRBits6)
 		b.add("link set cbr0 up")
 		for _, p := range n.Pods {
 			b.add("link add %s type veth peer name eth0 netns %s", p.HostVeth, p.NS)
@@ -386,31 +455,73 @@ func (l *Lab) create(ctx context.Context) error {
 		for _, o := range l.Nodes {
 			if o.Index != n.Index {
 				b.add("route add %s via %s dev eth0", o.PodCIDR, o.IP)
+				if l.IPv6 {
+					b.add("route add %s via %s dev eth0", o.PodCIDR6, o.IP6)
+				}
 			}
 		}
 		if err := b.run(ctx, n.NS); err != nil {
 			return err
 		}
-		if err := l.sysctls(ctx, n.NS, true, "net.ipv4.ip_forward=1"); err != nil {
+		if err := l.sysctls(ctx, n.NS, true, l.forwarding(true)...); err != nil {
 			return err
 		}
 		if err := l.sysctls(ctx, n.NS, false, "net.bridge.bridge-nf-call-iptables=1"); err != nil {
 			bnf = false
 			l.log("note: net.bridge.bridge-nf-call-iptables=1 not settable in %s: %v", n.NS, err)
 		}
+		if l.IPv6 {
+			if err := l.sysctls(ctx, n.NS, false, "net.bridge.bridge-nf-call-ip6tables=1"); err != nil {
+				bnf6 = false
+				l.log("note: net.bridge.bridge-nf-call-ip6tables=1 not settable in %s: %v", n.NS, err)
+			}
+		}
 		for _, p := range n.Pods {
 			pb := batch{}
 			pb.add("link set lo up")
-			pb.add("addr add %s/%d dev eth0", p.IP, PodCIDRBits)
+			pb.addrs("eth0", p.IP, PodCIDRBits, p.IP6, PodCIDRBits6)
 			pb.add("link set eth0 up")
-			pb.add("route add default via %s dev eth0", n.BridgeIP)
+			pb.defaultRoutes(n.BridgeIP, n.BridgeIP6)
 			if err := pb.run(ctx, p.NS); err != nil {
 				return err
 			}
 		}
 	}
 	l.BridgeNetfilter = bnf && len(l.Nodes) > 0
+	l.BridgeNetfilter6 = bnf6 && len(l.Nodes) > 0
 	return nil
+}
+
+// addrs adds ip/bits (and ip6/bits6 unless ip6 is "") to dev. IPv6
+// addresses skip duplicate address detection, which would leave them
+// unusable for a second or two after Up; the plan has no duplicates.
+func (b *batch) addrs(dev, ip string, bits int, ip6 string, bits6 int) {
+	b.add("addr add %s/%d dev %s", ip, bits, dev)
+	if ip6 != "" {
+		b.add("addr add %s/%d dev %s nodad", ip6, bits6, dev)
+	}
+}
+
+// defaultRoutes routes everything to gw (and gw6 unless it is "") on eth0.
+func (b *batch) defaultRoutes(gw, gw6 string) {
+	b.add("route add default via %s dev eth0", gw)
+	if gw6 != "" {
+		b.add("route add default via %s dev eth0", gw6)
+	}
+}
+
+// forwarding returns the sysctls that turn forwarding on or off (IPv6 too
+// in a dual-stack lab).
+func (l *Lab) forwarding(on bool) []string {
+	v := "0"
+	if on {
+		v = "1"
+	}
+	kv := []string{"net.ipv4.ip_forward=" + v}
+	if l.IPv6 {
+		kv = append(kv, "net.ipv6.conf.all.forwarding="+v)
+	}
+	return kv
 }
 
 // sysctls sets sysctls inside ns. If mustSucceed is false, a failure is

@@ -110,6 +110,22 @@ func Probe(ns, proto, addr string, port int, timeout time.Duration) (backendName
 	return r.Backend, r.ClientAddr, err
 }
 
+// Hits sends n probes to s (each must be answered) and counts the answers
+// by backend, with the client addresses the backends saw. The error names
+// the first probe that failed.
+func Hits(s ProbeSpec, n int) (byBackend map[string]int, clients map[string]bool, err error) {
+	byBackend, clients = map[string]int{}, map[string]bool{}
+	for i := 0; i < n; i++ {
+		r, err := ProbeWith(s)
+		if err != nil {
+			return byBackend, clients, fmt.Errorf("request %d/%d: %w", i+1, n, err)
+		}
+		byBackend[r.Backend]++
+		clients[r.ClientIP()] = true
+	}
+	return byBackend, clients, nil
+}
+
 // ProbeWith is Probe with all options.
 func ProbeWith(s ProbeSpec) (ProbeResult, error) {
 	if s.Timeout <= 0 {

@@ -1,39 +1,28 @@
 package trace
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"slices"
 	"testing"
 
+	"github.com/svcproxy/svcproxy/hack/testns"
 	"github.com/svcproxy/svcproxy/iptables"
 )
 
 // TestTraceRealSave traces through what real iptables-save prints after
 // loading the sample ruleset (the kernel round trip rewrites rules: --or-mark
 // becomes --set-xmark, /32 is added, -m tcp moves), in a throwaway network
-// namespace. It needs root and skips otherwise.
+// namespace (hack/testns; skips where one cannot be made).
 func TestTraceRealSave(t *testing.T) {
-	if testing.Short() || os.Geteuid() != 0 {
-		t.Skip("skipping: needs root (and not -short)")
-	}
+	testns.Require(t)
 	for _, be := range []iptables.Backend{iptables.BackendNFT, iptables.BackendLegacy} {
 		t.Run(string(be), func(t *testing.T) {
-			for _, bin := range []string{"ip", "iptables-" + string(be) + "-restore"} {
-				if _, err := exec.LookPath(bin); err != nil {
-					t.Skipf("skipping: %s not installed", bin)
-				}
+			bin := "iptables-" + string(be) + "-restore"
+			if _, err := exec.LookPath(bin); err != nil {
+				t.Skipf("skipping: %s not installed", bin)
 			}
-			ns := fmt.Sprintf("svcproxy-trace-%d-%s", os.Getpid(), be)
-			if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-				t.Skipf("skipping: cannot create a network namespace: %v: %s", err, out)
-			}
-			defer func() {
-				if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
-					t.Errorf("deleting %s: %v: %s", ns, err, out)
-				}
-			}()
+			ns := testns.New(t).Name
 			ipt, err := iptables.New(iptables.NetnsExecutor{Namespace: ns}, iptables.Options{Backend: be})
 			if err != nil {
 				t.Fatal(err)

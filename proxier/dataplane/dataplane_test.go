@@ -55,14 +55,17 @@ type env struct {
 	ipt  map[int]iptables.Interface // per node index
 }
 
-func setup(t *testing.T) *env {
+// upLab brings up a lab whose prefix is stem + this process's pid
+// (lab.RunPrefix), torn down when t ends.
+func upLab(t *testing.T, stem string, nodes, podsPerNode int) *lab.Lab {
 	t.Helper()
-	if err := lab.Available(); err != nil {
-		t.Skipf("dataplane tests need network namespaces: %v", err)
+	prefix, err := lab.RunPrefix(stem)
+	if err != nil {
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	l, err := lab.Up(ctx, lab.Options{Prefix: "svpdp", Nodes: 2, PodsPerNode: 4, Logf: t.Logf})
+	l, err := lab.Up(ctx, lab.Options{Prefix: prefix, Nodes: nodes, PodsPerNode: podsPerNode, Logf: t.Logf})
 	if err != nil {
 		t.Fatalf("lab up: %v", err)
 	}
@@ -71,6 +74,15 @@ func setup(t *testing.T) *env {
 			t.Errorf("lab down: %v", err)
 		}
 	})
+	return l
+}
+
+func setup(t *testing.T) *env {
+	t.Helper()
+	if err := lab.Available(); err != nil {
+		t.Skipf("dataplane tests need network namespaces: %v", err)
+	}
+	l := upLab(t, "svpdp", 2, 4)
 	for _, b := range backends {
 		extra := []string{"--udp=false"}
 		if b.udp {
@@ -123,18 +135,13 @@ func (e *env) sync(i int, services []*v1.Service, slices []*discovery.EndpointSl
 	}
 }
 
-// hits sends count requests and returns answers by backend name, plus the
-// client addresses the backends saw.
-func (e *env) hits(ns, proto, ip string, port, count int) (map[string]int, map[string]bool) {
-	e.t.Helper()
-	byName, seen := map[string]int{}, map[string]bool{}
-	for i := 0; i < count; i++ {
-		name, addr, err := lab.Probe(ns, proto, ip, port, 3*time.Second)
-		if err != nil {
-			e.t.Fatalf("%s %s:%d from %s (request %d): %v", proto, ip, port, ns, i+1, err)
-		}
-		byName[name]++
-		seen[hostOf(addr)] = true
+// hits sends count requests (each must be answered within 3s) and returns
+// the answers by backend name, plus the client addresses the backends saw.
+func hits(t *testing.T, ns, proto, ip string, port, count int) (map[string]int, map[string]bool) {
+	t.Helper()
+	byName, seen, err := lab.Hits(lab.ProbeSpec{NS: ns, Proto: proto, Addr: ip, Port: port, Timeout: 3 * time.Second}, count)
+	if err != nil {
+		t.Fatalf("%s %s:%d from %s: %v", proto, ip, port, ns, err)
 	}
 	return byName, seen
 }
@@ -142,16 +149,16 @@ func (e *env) hits(ns, proto, ip string, port, count int) (map[string]int, map[s
 func TestClusterIPReachesAllEndpoints(t *testing.T) {
 	e := setup(t)
 	client := e.lab.Pod(1, 4) // 198.51.100.5, itself a dns backend only
-	got, seen := e.hits(client.NS, "tcp", webIP, 80, 60)
+	got, seen := hits(t, client.NS, "tcp", webIP, 80, 60)
 	assertNames(t, got, "web-a", "web-b", "web-c")
 	if !seen[client.IP] || len(seen) != 1 {
 		t.Errorf("pod source should be kept, backends saw %v", keys(seen))
 	}
 
 	// From a pod on the other node, and from the node itself.
-	got, _ = e.hits(e.lab.Pod(2, 4).NS, "tcp", webIP, 80, 60)
+	got, _ = hits(t, e.lab.Pod(2, 4).NS, "tcp", webIP, 80, 60)
 	assertNames(t, got, "web-a", "web-b", "web-c")
-	got, seen = e.hits(e.lab.Node(1).NS, "tcp", webIP, 80, 60)
+	got, seen = hits(t, e.lab.Node(1).NS, "tcp", webIP, 80, 60)
 	assertNames(t, got, "web-a", "web-b", "web-c")
 	if seen[e.lab.Node(1).IP] == false && seen[e.lab.Node(1).BridgeIP] == false {
 		t.Errorf("node traffic should come from the node's address, backends saw %v", keys(seen))
@@ -160,14 +167,14 @@ func TestClusterIPReachesAllEndpoints(t *testing.T) {
 
 func TestUDPClusterIP(t *testing.T) {
 	e := setup(t)
-	got, _ := e.hits(e.lab.Pod(1, 1).NS, "udp", dnsIP, 53, 40)
+	got, _ := hits(t, e.lab.Pod(1, 1).NS, "udp", dnsIP, 53, 40)
 	assertNames(t, got, "dns-a", "dns-b")
 }
 
 func TestNodePortFromOutsideIsMasqueraded(t *testing.T) {
 	e := setup(t)
 	for _, n := range e.lab.Nodes {
-		got, seen := e.hits(e.lab.Client.NS, "tcp", n.IP, 30080, 40)
+		got, seen := hits(t, e.lab.Client.NS, "tcp", n.IP, 30080, 40)
 		assertNames(t, got, "shop-a", "shop-b")
 		if seen[lab.ClientIP] {
 			t.Errorf("NodePort on %s: backends saw the client's own address %s; want masquerade (saw %v)", n.Name, lab.ClientIP, keys(seen))
@@ -220,7 +227,7 @@ func TestEndpointRemovalStopsTraffic(t *testing.T) {
 		}
 	}
 	e.sync(1, e.objs.Services, slicesNow, map[types.NamespacedName]bool{{Namespace: "demo", Name: "web"}: true})
-	got, _ := e.hits(e.lab.Pod(1, 4).NS, "tcp", webIP, 80, 60)
+	got, _ := hits(t, e.lab.Pod(1, 4).NS, "tcp", webIP, 80, 60)
 	assertNames(t, got, "web-a", "web-b")
 
 	// And the removed endpoint's chain is gone from the kernel.
@@ -243,7 +250,7 @@ func TestRestoreFailureLeavesRulesIntact(t *testing.T) {
 	if !errors.As(err, &re) {
 		t.Fatalf("want *RestoreError, got %v", err)
 	}
-	got, _ := e.hits(e.lab.Pod(1, 4).NS, "tcp", webIP, 80, 30)
+	got, _ := hits(t, e.lab.Pod(1, 4).NS, "tcp", webIP, 80, 30)
 	assertNames(t, got, "web-a", "web-b", "web-c")
 }
 

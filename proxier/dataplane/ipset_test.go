@@ -5,11 +5,11 @@ package dataplane
 // own flags, ipsets written through netlink inside the node namespace, real
 // TCP and UDP traffic.
 //
-// Topology (lab prefix "svpip", 2 nodes, 2 pods each, plus):
+// Topology (lab prefix "svpip<pid>" shortened to svpip below; 2 nodes, 2 pods each, plus):
 //
 //	node1  cbr0 198.51.100.1/26 (lab) and 198.51.100.193/26 (added here)
 //	  pod A  svpip-n1-p1  198.51.100.2    CIDR A = 198.51.100.0/26
-//	  pod B  svpip-n1-p9  198.51.100.194  CIDR B = 198.51.100.192/26 (made here)
+//	  pod B  (testns)     198.51.100.194  CIDR B = 198.51.100.192/26 (made here)
 //	node2  pod svpip-n2-p1 198.51.100.66 (CIDR C = 198.51.100.64/26), echo "n2-p1"
 //	client ("outside")  192.0.2.100 and 192.0.2.200, echo "outside" on 9000
 //
@@ -40,6 +40,7 @@ import (
 
 	"github.com/svcproxy/svcproxy/cmd/svcproxy/options"
 	"github.com/svcproxy/svcproxy/hack/lab"
+	"github.com/svcproxy/svcproxy/hack/testns"
 	"github.com/svcproxy/svcproxy/ipset"
 	"github.com/svcproxy/svcproxy/iptables"
 	"github.com/svcproxy/svcproxy/proxier"
@@ -55,7 +56,6 @@ const (
 	cidrD      = "198.51.100.128/26" // unused: a fourth CIDR for the swaps
 	noMasqCIDR = "192.0.2.128/25"
 
-	podBNS      = "svpip-n1-p9" // matches the lab's pod naming, so lab.Down removes it too
 	podBIP      = "198.51.100.194"
 	podBGateway = "198.51.100.193"
 
@@ -104,6 +104,7 @@ type egressEnv struct {
 	node1 *lab.Node
 	podA  *lab.Pod
 	n2p1  *lab.Pod
+	podB  string             // pod B's namespace (hack/testns)
 	ipt   iptables.Interface // node1's tables
 	sets  nsSets             // node1's ipsets
 	node  *v1.Node           // node1's Node object, as the API would give it
@@ -118,37 +119,22 @@ func setupEgress(t *testing.T) *egressEnv {
 	if _, err := runIn("", "ipset", "--version"); err != nil {
 		t.Skipf("ipset dataplane tests need the ipset binary (to inspect sets): %v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	l, err := lab.Up(ctx, lab.Options{Prefix: "svpip", Nodes: 2, PodsPerNode: 2, Logf: t.Logf})
-	if err != nil {
-		t.Fatalf("lab up: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := l.Down(); err != nil {
-			t.Errorf("lab down: %v", err)
-		}
-	})
+	l := upLab(t, "svpip", 2, 2)
 	e := &egressEnv{t: t, lab: l, node1: l.Node(1), podA: l.Pod(1, 1), n2p1: l.Pod(2, 1), sets: nsSets{l.Node(1).NS}}
 	if _, err := e.sets.ListSets(); err != nil {
 		t.Skipf("ipset dataplane tests need the kernel's ipset netlink interface: %v", err)
 	}
 
 	// Pod B, in a second pod CIDR on node1's bridge.
-	e.must("", "ip", "netns", "add", podBNS)
-	t.Cleanup(func() {
-		if out, err := runIn("", "ip", "netns", "del", podBNS); err != nil {
-			t.Errorf("deleting %s: %v: %s", podBNS, err, out)
-		}
-	})
+	e.podB = testns.New(t).Name
 	n1 := e.node1.NS
 	e.must(n1, "ip", "addr", "add", podBGateway+"/26", "dev", "cbr0")
-	e.must(n1, "ip", "link", "add", "vp9", "type", "veth", "peer", "name", "eth0", "netns", podBNS)
+	e.must(n1, "ip", "link", "add", "vp9", "type", "veth", "peer", "name", "eth0", "netns", e.podB)
 	e.must(n1, "ip", "link", "set", "vp9", "master", "cbr0", "up")
-	e.must(podBNS, "ip", "link", "set", "lo", "up")
-	e.must(podBNS, "ip", "addr", "add", podBIP+"/26", "dev", "eth0")
-	e.must(podBNS, "ip", "link", "set", "eth0", "up")
-	e.must(podBNS, "ip", "route", "add", "default", "via", podBGateway)
+	e.must(e.podB, "ip", "link", "set", "lo", "up")
+	e.must(e.podB, "ip", "addr", "add", podBIP+"/26", "dev", "eth0")
+	e.must(e.podB, "ip", "link", "set", "eth0", "up")
+	e.must(e.podB, "ip", "route", "add", "default", "via", podBGateway)
 	// node2 reaches CIDR B through node1, as it does CIDR A.
 	e.must(l.Node(2).NS, "ip", "route", "add", cidrB, "via", e.node1.IP)
 
@@ -162,7 +148,7 @@ func setupEgress(t *testing.T) *egressEnv {
 	e.must(c, "iptables", "-w", "-A", "INPUT", "-d", outsideIP, "-s", lab.PodNetwork, "-p", "udp", "--dport", strconv.Itoa(outsidePort), "-m", "comment", "--comment", "svpip-leak")
 	e.must(c, "iptables", "-w", "-A", "INPUT", "-d", outsideIP, "-s", e.node1.IP, "-p", "udp", "--dport", strconv.Itoa(outsidePort), "-m", "comment", "--comment", "svpip-masq")
 
-	for _, s := range []struct{ ns, name string }{{c, "outside"}, {e.n2p1.NS, "n2-p1"}, {podBNS, "pod-b"}} {
+	for _, s := range []struct{ ns, name string }{{c, "outside"}, {e.n2p1.NS, "n2-p1"}, {e.podB, "pod-b"}} {
 		port := podPort
 		if s.name == "outside" {
 			port = outsidePort
@@ -174,6 +160,7 @@ func setupEgress(t *testing.T) *egressEnv {
 		t.Cleanup(func() { _ = p.Stop() })
 	}
 
+	var err error
 	e.ipt, err = iptables.New(iptables.NetnsExecutor{Namespace: n1}, iptables.Options{})
 	if err != nil {
 		t.Fatalf("iptables in %s: %v", n1, err)
@@ -371,7 +358,7 @@ func udpStream(ns, dst string, port, firstPort, maxProbes int, interval time.Dur
 
 func TestPodEgressMasqueradeWithIPSets(t *testing.T) {
 	e := setupEgress(t)
-	podA, podB, nodeIP := e.podA, podBNS, e.node1.IP
+	podA, podB, nodeIP := e.podA, e.podB, e.node1.IP
 	abc := e.nodeConfig(cidrA, cidrB, cidrC)
 
 	// Baseline: without svcproxy's rules the outside sees pod addresses, so

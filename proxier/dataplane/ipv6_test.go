@@ -2,10 +2,8 @@ package dataplane
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,38 +20,27 @@ import (
 	"github.com/svcproxy/svcproxy/proxier/rules"
 )
 
-// The IPv6 topology, made by the test itself (hack/lab is IPv4 only), on
-// documentation addresses (2001:db8::/32) only:
+// The IPv6 half of the lab (hack/lab is dual-stack), one node:
 //
-//	svp6dp-client  eth0 2001:db8::100/64 ── veth ── eth0 2001:db8::11/64  svp6dp-node1
-//	               (the node's upstream router: forwarding off)             cbr0 2001:db8:1::1/64
-//	                                                                          ├─ svp6dp-n1-p1  2001:db8:1::2  echo "web6-a"
-//	                                                                          ├─ svp6dp-n1-p2  2001:db8:1::3  echo "web6-b"
-//	                                                                          └─ svp6dp-n1-p3  2001:db8:1::4  client pod
+//	<lab>-client  2001:db8::100 ── br0 ── 2001:db8::11  <lab>-node1 (default route to the sink, 2001:db8::1)
+//	                                                      cbr0 2001:db8:1:1::1/64
+//	                                                        ├─ <lab>-n1-p1  2001:db8:1:1::2  echo "web6-a"
+//	                                                        ├─ <lab>-n1-p2  2001:db8:1:1::3  echo "web6-b"
+//	                                                        └─ <lab>-n1-p3  2001:db8:1:1::4  client pod
 //
-// Service cluster IPs are in 2001:db8:5::/64. The namespace names follow
-// hack/lab's pattern, so lab.DownPrefix removes them (and anything running
-// in them) even after a crashed run.
+// Service cluster IPs are in the lab's IPv6 service range, 2001:db8:5::/108.
 const (
-	v6Prefix    = "svp6dp"
-	v6NodeIP    = "2001:db8::11"
-	v6ClientIP  = "2001:db8::100"
-	v6PodCIDR   = "2001:db8:1::/64"
-	v6Gateway   = "2001:db8:1::1"
-	v6WebIP     = "2001:db8:5::10"
-	v6EmptyIP   = "2001:db8:5::30"
-	v6EchoPort  = 8080
-	v6NodePort  = 30080
-	v6NodeName  = "node1"
-	v6PodPrefix = "2001:db8:1::"
+	v6WebIP    = "2001:db8:5::10"
+	v6EmptyIP  = "2001:db8:5::30"
+	v6EchoPort = 8080
+	v6NodePort = 30080
 )
 
-type v6pod struct{ ns, ip, name string }
-
 type v6env struct {
-	node, client string
-	pods         []v6pod // p1, p2: echo backends; p3: the client pod
-	ipt          iptables.Interface
+	lab  *lab.Lab
+	node *lab.Node
+	pods []*lab.Pod // p1, p2: echo backends; p3: the client pod
+	ipt  iptables.Interface
 }
 
 // TestIPv6 programs an IPv6 snapshot through ip6tables-restore in a node
@@ -61,23 +48,24 @@ type v6env struct {
 func TestIPv6(t *testing.T) {
 	e := setupIPv6(t)
 	clientPod := e.pods[2]
+	nodeIP, clientIP := e.node.IP6, e.lab.Client.IP6
 
 	t.Run("ClusterIP from a pod reaches both endpoints, keeping the pod's address", func(t *testing.T) {
 		for _, proto := range []string{"tcp", "udp"} {
 			port := map[string]int{"tcp": 80, "udp": 53}[proto]
-			got, seen := v6hits(t, clientPod.ns, proto, v6WebIP, port, 40)
+			got, seen := hits(t, clientPod.NS, proto, v6WebIP, port, 40)
 			assertNames(t, got, "web6-a", "web6-b")
-			if len(seen) != 1 || !seen[clientPod.ip] {
-				t.Errorf("%s: backends saw %v, want only the pod's own address %s", proto, keys(seen), clientPod.ip)
+			if len(seen) != 1 || !seen[clientPod.IP6] {
+				t.Errorf("%s: backends saw %v, want only the pod's own address %s", proto, keys(seen), clientPod.IP6)
 			}
 		}
 	})
 
 	t.Run("NodePort from outside is masqueraded", func(t *testing.T) {
-		got, seen := v6hits(t, e.client, "tcp", v6NodeIP, v6NodePort, 40)
+		got, seen := hits(t, e.lab.Client.NS, "tcp", nodeIP, v6NodePort, 40)
 		assertNames(t, got, "web6-a", "web6-b")
-		if seen[v6ClientIP] {
-			t.Errorf("backends saw the client's own address %s; want masquerade (saw %v)", v6ClientIP, keys(seen))
+		if seen[clientIP] {
+			t.Errorf("backends saw the client's own address %s; want masquerade (saw %v)", clientIP, keys(seen))
 		}
 	})
 
@@ -87,7 +75,7 @@ func TestIPv6(t *testing.T) {
 	// bound is looser than "at once" but far below the 5s a DROP would take.
 	t.Run("a Service without endpoints is refused", func(t *testing.T) {
 		start := time.Now()
-		_, _, err := lab.Probe(clientPod.ns, "tcp", v6EmptyIP, 80, 5*time.Second)
+		_, _, err := lab.Probe(clientPod.NS, "tcp", v6EmptyIP, 80, 5*time.Second)
 		if !lab.IsRefused(err) {
 			t.Fatalf("want connection refused, got %v", err)
 		}
@@ -97,37 +85,21 @@ func TestIPv6(t *testing.T) {
 	})
 
 	t.Run("only ip6tables was written", func(t *testing.T) {
-		out, err := lab.Exec(context.Background(), e.node, "iptables-save", "-t", "nat")
+		out, err := lab.SaveTable(context.Background(), e.node.NS, lab.IPv4, "nat")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if strings.Contains(string(out), rules.ChainServices) {
+		if strings.Contains(out, rules.ChainServices) {
 			t.Errorf("the IPv6 interface wrote IPv4 rules:\n%s", out)
 		}
-		out, err = lab.Exec(context.Background(), e.node, "ip6tables-save", "-t", "nat")
+		out, err = lab.SaveTable(context.Background(), e.node.NS, lab.IPv6, "nat")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(string(out), "-d "+v6WebIP+"/128") {
+		if !strings.Contains(out, "-d "+v6WebIP+"/128") {
 			t.Errorf("ip6tables nat lacks the cluster IP rule:\n%s", out)
 		}
 	})
-}
-
-// v6hits sends count requests and returns answers by backend name, plus the
-// client addresses the backends saw.
-func v6hits(t *testing.T, ns, proto, ip string, port, count int) (map[string]int, map[string]bool) {
-	t.Helper()
-	byName, seen := map[string]int{}, map[string]bool{}
-	for i := 0; i < count; i++ {
-		r, err := lab.ProbeWith(lab.ProbeSpec{NS: ns, Proto: proto, Addr: ip, Port: port, Timeout: 3 * time.Second})
-		if err != nil {
-			t.Fatalf("%s [%s]:%d from %s (request %d): %v", proto, ip, port, ns, i+1, err)
-		}
-		byName[r.Backend]++
-		seen[r.ClientIP()] = true
-	}
-	return byName, seen
 }
 
 func setupIPv6(t *testing.T) *v6env {
@@ -138,23 +110,21 @@ func setupIPv6(t *testing.T) *v6env {
 	if _, err := exec.LookPath("ip6tables"); err != nil {
 		t.Skipf("IPv6 dataplane test needs ip6tables: %v", err)
 	}
-	e := &v6env{node: v6Prefix + "-node1", client: v6Prefix + "-client"}
-	for i, name := range []string{"web6-a", "web6-b", "client-pod"} {
-		e.pods = append(e.pods, v6pod{ns: fmt.Sprintf("%s-n1-p%d", v6Prefix, i+1), ip: fmt.Sprintf("%s%d", v6PodPrefix, i+2), name: name})
+	l := upLab(t, "svp6d", 1, 3)
+	if !l.IPv6 {
+		t.Skip("IPv6 dataplane test needs the lab's IPv6 addresses: the kernel has no IPv6")
 	}
-	if err := lab.DownPrefix(v6Prefix); err != nil {
-		t.Fatalf("removing a previous run's namespaces: %v", err)
+	// A reply from one pod to another on the same bridge must pass the
+	// node's conntrack to be un-DNATed, as in the lab (IPv4) and in a
+	// CNI bridge setup.
+	if !l.BridgeNetfilter6 {
+		t.Skip("IPv6 dataplane test needs br_netfilter in namespaces (net.bridge.bridge-nf-call-ip6tables)")
 	}
-	t.Cleanup(func() {
-		if err := lab.DownPrefix(v6Prefix); err != nil {
-			t.Errorf("removing namespaces: %v", err)
-		}
-	})
+	e := &v6env{lab: l, node: l.Node(1), pods: []*lab.Pod{l.Pod(1, 1), l.Pod(1, 2), l.Pod(1, 3)}}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	e.build(ctx, t)
 
-	ipt, err := iptables.New(iptables.NetnsExecutor{Namespace: e.node}, iptables.Options{Family: iptables.IPv6})
+	ipt, err := iptables.New(iptables.NetnsExecutor{Namespace: e.node.NS}, iptables.Options{Family: iptables.IPv6})
 	if err == nil {
 		_, err = ipt.Save(ctx, iptables.TableNAT)
 	}
@@ -166,97 +136,17 @@ func setupIPv6(t *testing.T) *v6env {
 	}
 	e.ipt = ipt
 
-	logDir := t.TempDir()
-	for _, p := range e.pods[:2] {
-		e.startEcho(t, p, logDir)
+	// IPv6-only echo servers (TCP and UDP); StartEchoArgs waits until they
+	// answer on [::1] over both.
+	for i, name := range []string{"web6-a", "web6-b"} {
+		p, err := l.StartEchoArgs(e.pods[i].NS, name, v6EchoPort, "--addr", "::")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = p.Stop() })
 	}
 	e.apply(ctx, t)
 	return e
-}
-
-// build creates the namespaces, links, addresses and routes. Addresses are
-// added with nodad: duplicate address detection would make them unusable
-// for a second or two.
-func (e *v6env) build(ctx context.Context, t *testing.T) {
-	t.Helper()
-	ip := func(ns string, args ...string) {
-		t.Helper()
-		if out, err := lab.Exec(ctx, "", append([]string{"ip", "-n", ns}, args...)...); err != nil {
-			t.Fatalf("%v: %s", err, out)
-		}
-	}
-	sysctl := func(ns, kv string) error {
-		_, err := lab.Exec(ctx, ns, "sysctl", "-q", "-w", kv)
-		return err
-	}
-	for _, ns := range append([]string{e.node, e.client}, e.podNamespaces()...) {
-		if out, err := lab.Exec(ctx, "", "ip", "netns", "add", ns); err != nil {
-			t.Fatalf("%v: %s", err, out)
-		}
-		ip(ns, "link", "set", "lo", "up")
-	}
-
-	ip(e.node, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", e.client)
-	ip(e.node, "addr", "add", v6NodeIP+"/64", "dev", "eth0", "nodad")
-	ip(e.node, "link", "set", "eth0", "up")
-	ip(e.client, "addr", "add", v6ClientIP+"/64", "dev", "eth0", "nodad")
-	ip(e.client, "link", "set", "eth0", "up")
-	// Like the lab's sink: the node needs a route covering the service
-	// range, or its connections fail before DNAT and a REJECT is never
-	// reached. The client does not forward, so nothing leaves.
-	ip(e.node, "-6", "route", "add", "default", "via", v6ClientIP, "dev", "eth0")
-
-	ip(e.node, "link", "add", "cbr0", "type", "bridge", "mcast_snooping", "0")
-	ip(e.node, "addr", "add", v6Gateway+"/64", "dev", "cbr0", "nodad")
-	ip(e.node, "link", "set", "cbr0", "up")
-	for i, p := range e.pods {
-		veth := fmt.Sprintf("vp%d", i+1)
-		ip(e.node, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", p.ns)
-		ip(e.node, "link", "set", veth, "master", "cbr0")
-		ip(e.node, "link", "set", veth, "up")
-		ip(p.ns, "addr", "add", p.ip+"/64", "dev", "eth0", "nodad")
-		ip(p.ns, "link", "set", "eth0", "up")
-		ip(p.ns, "-6", "route", "add", "default", "via", v6Gateway, "dev", "eth0")
-	}
-	if err := sysctl(e.node, "net.ipv6.conf.all.forwarding=1"); err != nil {
-		t.Fatal(err)
-	}
-	// A reply from one pod to another on the same bridge must pass the
-	// node's conntrack to be un-DNATed, as in the lab (IPv4) and in a
-	// CNI bridge setup.
-	if err := sysctl(e.node, "net.bridge.bridge-nf-call-ip6tables=1"); err != nil {
-		t.Skipf("IPv6 dataplane test needs br_netfilter in namespaces (net.bridge.bridge-nf-call-ip6tables): %v", err)
-	}
-}
-
-func (e *v6env) podNamespaces() []string {
-	var out []string
-	for _, p := range e.pods {
-		out = append(out, p.ns)
-	}
-	return out
-}
-
-// startEcho starts an IPv6-only echo server (TCP and UDP) in pod p and waits,
-// bounded, until it answers on ::1 over both.
-func (e *v6env) startEcho(t *testing.T, p v6pod, logDir string) {
-	t.Helper()
-	bin, err := lab.EchoServerBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	proc, err := lab.Start(p.ns, filepath.Join(logDir, p.name+".log"), bin, "--name", p.name, "--port", fmt.Sprint(v6EchoPort), "--addr", "::")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proc.Stop() })
-	for _, proto := range []string{"tcp", "udp"} {
-		ok, _, lastErr := lab.WaitProbe(lab.ProbeSpec{NS: p.ns, Proto: proto, Addr: "::1", Port: v6EchoPort, Timeout: 500 * time.Millisecond},
-			10*time.Second, func(r lab.ProbeResult, err error) bool { return err == nil && r.Backend == p.name })
-		if !ok {
-			t.Fatalf("echo server %s in %s not answering %s on [::1]:%d: %v\n%s", p.name, p.ns, proto, v6EchoPort, lastErr, proc.LogTail(2000))
-		}
-	}
 }
 
 // apply renders web6 (a NodePort Service with TCP and UDP ports, endpoints
@@ -292,7 +182,7 @@ func (e *v6env) apply(ctx context.Context, t *testing.T) {
 	}
 	for _, p := range e.pods[:2] {
 		slice.Endpoints = append(slice.Endpoints, discovery.Endpoint{
-			Addresses: []string{p.ip}, NodeName: ptr.To(v6NodeName),
+			Addresses: []string{p.IP6}, NodeName: ptr.To(e.node.Name),
 			Conditions: discovery.EndpointConditions{Ready: ptr.To(true)},
 		})
 	}
@@ -302,13 +192,13 @@ func (e *v6env) apply(ctx context.Context, t *testing.T) {
 	}
 	cfg := &rules.NodeConfig{
 		Family:        v1.IPv6Protocol,
-		Topology:      model.Topology{NodeName: v6NodeName},
-		NodeIPs:       []netip.Addr{netip.MustParseAddr(v6NodeIP)},
+		Topology:      model.Topology{NodeName: e.node.Name},
+		NodeIPs:       []netip.Addr{netip.MustParseAddr(e.node.IP6)},
 		MasqueradeBit: 14,
-		LocalDetector: rules.DetectByCIDR(netip.MustParsePrefix(v6PodCIDR)),
+		LocalDetector: rules.DetectByCIDR(netip.MustParsePrefix(lab.PodNetwork6)),
 		RandomFully:   e.ipt.HasRandomFully(),
 	}
 	if _, err := proxier.Apply(ctx, e.ipt, proxier.ApplyRequest{Snapshot: snap, Config: cfg, Full: true}); err != nil {
-		t.Fatalf("apply in %s: %v", e.node, err)
+		t.Fatalf("apply in %s: %v", e.node.NS, err)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -13,23 +12,9 @@ import (
 
 	"github.com/svcproxy/svcproxy/cmd/svcproxy/app"
 	"github.com/svcproxy/svcproxy/hack/lab"
+	"github.com/svcproxy/svcproxy/hack/testns"
 	"github.com/svcproxy/svcproxy/iptables"
 )
-
-// scratchNamespace makes an empty network namespace for restore checks, so
-// the host's own tables are never touched.
-func scratchNamespace(t *testing.T) string {
-	t.Helper()
-	if err := lab.Available(); err != nil {
-		t.Skipf("needs network namespaces: %v", err)
-	}
-	ns := fmt.Sprintf("svpdp-scratch-%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	return ns
-}
 
 func restoreTest(t *testing.T, ns, name string, data []byte) {
 	t.Helper()
@@ -45,7 +30,7 @@ func restoreTest(t *testing.T, ns, name string, data []byte) {
 }
 
 func TestGoldenFilesAcceptedByIPTablesRestore(t *testing.T) {
-	ns := scratchNamespace(t)
+	ns := testns.New(t).Name // empty: the host's own tables are never touched
 	_, file, _, _ := runtime.Caller(0)
 	goldens, err := filepath.Glob(filepath.Join(filepath.Dir(file), "..", "rules", "testdata", "golden", "*.golden"))
 	if err != nil || len(goldens) == 0 {
@@ -68,7 +53,7 @@ func TestGoldenFilesAcceptedByIPTablesRestore(t *testing.T) {
 
 // The acceptance check: the dump of the examples is valid input.
 func TestDumpOfExamplesAccepted(t *testing.T) {
-	ns := scratchNamespace(t)
+	ns := testns.New(t).Name // empty: the host's own tables are never touched
 	_, file, _, _ := runtime.Caller(0)
 	examples := filepath.Join(filepath.Dir(file), "..", "..", "manifests", "examples")
 	for _, extra := range [][]string{nil, {"--jumps"}} {

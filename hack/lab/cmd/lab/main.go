@@ -21,8 +21,10 @@ import (
 const usage = `Usage: lab <command> [flags]
 
 Network lab:
-  up      [--prefix P] [--nodes N] [--pods M] [--state-dir D]   create the lab (re-creates if present)
+  up      [--prefix P] [--nodes N] [--pods M] [--state-dir D] [--ipv4-only]
+                                                                create the lab (re-creates if present; dual-stack)
   down    [--prefix P] [--state-dir D]                          stop control plane, kill processes, delete namespaces
+  down    --stale STEM                                          remove test labs <STEM><pid> whose process is gone
   status  [--prefix P] [--state-dir D] [--json]                 show the lab and its control plane
 
 Control plane (inside <prefix>-cp; needs a lab):
@@ -96,11 +98,12 @@ func cmdUp(ctx context.Context, args []string) error {
 	fs := newFlags("up", &c)
 	nodes := fs.Int("nodes", lab.DefaultNodes, "number of nodes (1-4)")
 	pods := fs.Int("pods", lab.DefaultPodsPerNd, "pods per node (0-60)")
+	v4only := fs.Bool("ipv4-only", false, "no IPv6 addresses (default: dual-stack where the kernel has IPv6)")
 	_ = fs.Parse(args)
 	if *pods == 0 {
 		*pods = -1
 	}
-	l, err := lab.Up(ctx, lab.Options{Prefix: c.prefix, Nodes: *nodes, PodsPerNode: *pods, StateDir: c.stateDir, Logf: logf})
+	l, err := lab.Up(ctx, lab.Options{Prefix: c.prefix, Nodes: *nodes, PodsPerNode: *pods, StateDir: c.stateDir, IPv4Only: *v4only, Logf: logf})
 	if err != nil {
 		return err
 	}
@@ -111,7 +114,15 @@ func cmdUp(ctx context.Context, args []string) error {
 func cmdDown(args []string) error {
 	var c common
 	fs := newFlags("down", &c)
+	stale := fs.String("stale", "", "remove the labs of test runs of this stem whose process is gone (lab.DownStale)")
 	_ = fs.Parse(args)
+	if *stale != "" {
+		if err := lab.DownStale(*stale); err != nil {
+			return err
+		}
+		logf("stale labs of stem %s down", *stale)
+		return nil
+	}
 	if l, err := lab.Load(c.prefix, c.stateDir); err == nil {
 		if err := l.Down(); err != nil {
 			return err
@@ -191,18 +202,33 @@ func cmdStatus(ctx context.Context, args []string) error {
 }
 
 func printLab(w io.Writer, l *lab.Lab) {
+	// and6 is " / <IPv6 address>" in a dual-stack lab.
+	and6 := func(ip6 string) string {
+		if ip6 == "" {
+			return ""
+		}
+		return " / " + ip6
+	}
 	fmt.Fprintf(w, "lab %s (state %s)\n", l.Prefix, l.StateDir)
-	fmt.Fprintf(w, "  %-14s br0 (L2 switch for %s)\n", l.NetNS, lab.NodeNetwork)
-	fmt.Fprintf(w, "  %-14s %s (sink/gateway, forwarding off)\n", l.Sink.NS, l.Sink.IP)
-	fmt.Fprintf(w, "  %-14s %s (control plane)\n", l.CP.NS, l.CP.IP)
-	fmt.Fprintf(w, "  %-14s %s (outside client)\n", l.Client.NS, l.Client.IP)
+	if l.IPv6 {
+		fmt.Fprintf(w, "  %-14s br0 (L2 switch for %s and %s)\n", l.NetNS, lab.NodeNetwork, lab.NodeNetwork6)
+	} else {
+		fmt.Fprintf(w, "  %-14s br0 (L2 switch for %s; IPv4 only)\n", l.NetNS, lab.NodeNetwork)
+	}
+	fmt.Fprintf(w, "  %-14s %s%s (sink/gateway, forwarding off)\n", l.Sink.NS, l.Sink.IP, and6(l.Sink.IP6))
+	fmt.Fprintf(w, "  %-14s %s%s (control plane)\n", l.CP.NS, l.CP.IP, and6(l.CP.IP6))
+	fmt.Fprintf(w, "  %-14s %s%s (outside client)\n", l.Client.NS, l.Client.IP, and6(l.Client.IP6))
 	for _, n := range l.Nodes {
-		fmt.Fprintf(w, "  %-14s %s %s podCIDR %s cbr0 %s\n", n.NS, n.IP, n.Name, n.PodCIDR, n.BridgeIP)
+		fmt.Fprintf(w, "  %-14s %s%s %s podCIDR %s%s cbr0 %s%s\n", n.NS, n.IP, and6(n.IP6), n.Name, n.PodCIDR, and6(n.PodCIDR6), n.BridgeIP, and6(n.BridgeIP6))
 		for _, p := range n.Pods {
-			fmt.Fprintf(w, "    %-14s %s\n", p.NS, p.IP)
+			fmt.Fprintf(w, "    %-14s %s%s\n", p.NS, p.IP, and6(p.IP6))
 		}
 	}
-	fmt.Fprintf(w, "  bridge-nf-call-iptables in nodes: %v\n", l.BridgeNetfilter)
+	fmt.Fprintf(w, "  bridge-nf-call-iptables in nodes: %v", l.BridgeNetfilter)
+	if l.IPv6 {
+		fmt.Fprintf(w, ", bridge-nf-call-ip6tables: %v", l.BridgeNetfilter6)
+	}
+	fmt.Fprintln(w)
 }
 
 func cmdControlPlane(ctx context.Context, args []string) error {
