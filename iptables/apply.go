@@ -40,7 +40,7 @@ func (d *Dump) apply(r *Restore, noFlush, strict bool) error {
 			next.Tables = append(next.Tables, t)
 		}
 		if !noFlush {
-			t.Chains = slices.DeleteFunc(t.Chains, func(c *Chain) bool { return !IsBuiltinChain(t.Name, c.Name) })
+			t.removeChains(func(c *Chain) bool { return !IsBuiltinChain(t.Name, c.Name) })
 			for _, c := range t.Chains {
 				c.Rules = nil
 			}
@@ -85,7 +85,7 @@ func (t *TableDump) apply(op Op, strict bool) error {
 			c.Rules = nil
 			return nil
 		}
-		t.Chains = append(t.Chains, &Chain{Name: op.Chain, Policy: "-"})
+		t.addChain(&Chain{Name: op.Chain, Policy: "-"})
 	case OpPolicy:
 		if err := needChain(); err != nil {
 			return err
@@ -151,7 +151,7 @@ func (t *TableDump) apply(op Op, strict bool) error {
 		if from := t.referrer(op.Chain); from != "" {
 			return fmt.Errorf("cannot delete chain %s: it is referenced from chain %s", op.Chain, from)
 		}
-		t.Chains = slices.DeleteFunc(t.Chains, func(c *Chain) bool { return c.Name == op.Chain })
+		t.removeChains(func(c *Chain) bool { return c.Name == op.Chain })
 	default:
 		return fmt.Errorf("unsupported operation %s", op.Kind)
 	}

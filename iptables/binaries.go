@@ -166,6 +166,11 @@ func (r *binaries) EnsureRule(ctx context.Context, position Position, table Tabl
 	return false, err
 }
 
+// HasRule implements Interface.
+func (r *binaries) HasRule(ctx context.Context, table Table, chain string, args ...string) (bool, error) {
+	return r.ruleExists(ctx, table, chain, args)
+}
+
 // ruleExists runs -C: exit 0 means present, 1 means absent (or no chain).
 func (r *binaries) ruleExists(ctx context.Context, table Table, chain string, args []string) (bool, error) {
 	_, err := r.run(ctx, table, append([]string{"-C", chain}, args...)...)

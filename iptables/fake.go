@@ -19,6 +19,7 @@ type Fake struct {
 	restores    int
 	saves       int
 	lastRestore []byte
+	inputs      [][]byte
 	failNext    error
 
 	// BeforeRestore, when set, runs at the start of every Restore, with
@@ -60,6 +61,7 @@ func (f *Fake) Restore(ctx context.Context, data []byte, opts RestoreOptions) er
 	defer f.mu.Unlock()
 	f.restores++
 	f.lastRestore = slices.Clone(data)
+	f.inputs = append(f.inputs, f.lastRestore)
 	if err := f.failNext; err != nil {
 		f.failNext = nil
 		return err
@@ -110,7 +112,7 @@ func (f *Fake) EnsureChain(_ context.Context, table Table, chain string) error {
 	if err := validChainName(chain); err != nil {
 		return fmt.Errorf("fake iptables -t %s -N: %w", table, err)
 	}
-	t.Chains = append(t.Chains, &Chain{Name: chain, Policy: "-"})
+	t.addChain(&Chain{Name: chain, Policy: "-"})
 	return nil
 }
 
@@ -140,6 +142,17 @@ func (f *Fake) EnsureRule(_ context.Context, position Position, table Table, cha
 		return false, fmt.Errorf("fake iptables: unknown rule position %q", position)
 	}
 	return false, nil
+}
+
+// HasRule implements Interface.
+func (f *Fake) HasRule(_ context.Context, table Table, chain string, args ...string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, c, err := f.chain(table, chain)
+	if err != nil {
+		return false, nil
+	}
+	return slices.ContainsFunc(c.Rules, func(r *Rule) bool { return slices.Equal(r.Args, args) }), nil
 }
 
 // DeleteRule implements Interface.
@@ -261,6 +274,14 @@ func (f *Fake) Restores() int {
 	return f.restores
 }
 
+// RestoreInputs returns the input of every Restore call so far, oldest
+// first.
+func (f *Fake) RestoreInputs() [][]byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.inputs)
+}
+
 // LastRestore returns the input of the most recent Restore call, or nil.
 func (f *Fake) LastRestore() []byte {
 	f.mu.Lock()
@@ -283,7 +304,7 @@ func (f *Fake) FlushTable(table Table) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if t := f.dump.Table(table); t != nil {
-		t.Chains = slices.DeleteFunc(t.Chains, func(c *Chain) bool { return !IsBuiltinChain(table, c.Name) })
+		t.removeChains(func(c *Chain) bool { return !IsBuiltinChain(table, c.Name) })
 		for _, c := range t.Chains {
 			c.Rules = nil
 		}

@@ -82,6 +82,9 @@ type Interface interface {
 	// EnsureRule adds the rule args to chain at position unless an identical
 	// rule is already there, and reports whether it was.
 	EnsureRule(ctx context.Context, position Position, table Table, chain string, args ...string) (existed bool, err error)
+	// HasRule reports whether chain holds a rule identical to args (as
+	// iptables -C checks it). A missing chain is reported as no rule.
+	HasRule(ctx context.Context, table Table, chain string, args ...string) (bool, error)
 	// DeleteRule deletes the rule args from chain. A missing rule or chain
 	// is not an error.
 	DeleteRule(ctx context.Context, table Table, chain string, args ...string) error

@@ -13,10 +13,15 @@ type Dump struct {
 	Tables []*TableDump
 }
 
-// TableDump is one table of a Dump.
+// TableDump is one table of a Dump. Change Chains only through this
+// package (addChain, removeChains), which keeps the name index in step.
 type TableDump struct {
 	Name   Table
 	Chains []*Chain
+
+	// index finds a chain by name without a scan (tables of 100,000
+	// chains); nil until first needed, and dropped when unsure.
+	index map[string]*Chain
 }
 
 // Chain is one chain of a table. Policy is the built-in chain's policy
@@ -59,7 +64,7 @@ func IsBuiltinChain(table Table, chain string) bool {
 func newTableDump(table Table) *TableDump {
 	t := &TableDump{Name: table}
 	for _, name := range builtinChains[table] {
-		t.Chains = append(t.Chains, &Chain{Name: name, Policy: "ACCEPT"})
+		t.addChain(&Chain{Name: name, Policy: "ACCEPT"})
 	}
 	return t
 }
@@ -82,12 +87,34 @@ func (t *TableDump) Chain(name string) *Chain {
 	if t == nil {
 		return nil
 	}
-	for _, c := range t.Chains {
-		if c.Name == name {
-			return c
+	if t.index == nil || len(t.index) != len(t.Chains) {
+		t.index = make(map[string]*Chain, len(t.Chains))
+		for _, c := range t.Chains {
+			t.index[c.Name] = c
 		}
 	}
-	return nil
+	return t.index[name]
+}
+
+// addChain appends a chain.
+func (t *TableDump) addChain(c *Chain) {
+	t.Chains = append(t.Chains, c)
+	if t.index != nil {
+		t.index[c.Name] = c
+	}
+}
+
+// removeChains deletes the chains drop selects.
+func (t *TableDump) removeChains(drop func(*Chain) bool) {
+	t.Chains = slices.DeleteFunc(t.Chains, func(c *Chain) bool {
+		if drop(c) {
+			if t.index != nil {
+				delete(t.index, c.Name)
+			}
+			return true
+		}
+		return false
+	})
 }
 
 // Chain is shorthand for d.Table(table).Chain(chain); nil if either is missing.

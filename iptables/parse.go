@@ -227,3 +227,34 @@ func ParseDump(text []byte) (*Dump, error) {
 	}
 	return d, nil
 }
+
+// ParseChain parses one chain as "iptables -t table -S CHAIN" prints it
+// (SaveChain): "-P CHAIN POLICY" or "-N CHAIN", then its "-A CHAIN ..."
+// rules. Like ParseDump it does not interpret rule arguments.
+func ParseChain(table Table, text []byte) (*Chain, error) {
+	var body strings.Builder
+	name := ""
+	for _, line := range strings.Split(string(text), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 3 && f[0] == "-P":
+			name = f[1]
+			body.WriteString(":" + f[1] + " " + f[2] + " [0:0]\n")
+		case len(f) == 2 && f[0] == "-N":
+			name = f[1]
+			body.WriteString(":" + f[1] + " - [0:0]\n")
+		case strings.HasPrefix(line, "-A "):
+			body.WriteString(line + "\n")
+		case strings.TrimSpace(line) != "":
+			return nil, fmt.Errorf("iptables -S output: unexpected line %q", line)
+		}
+	}
+	if name == "" {
+		return nil, fmt.Errorf("iptables -S output names no chain")
+	}
+	d, err := ParseDump([]byte("*" + string(table) + "\n" + body.String() + "COMMIT\n"))
+	if err != nil {
+		return nil, err
+	}
+	return d.Chain(table, name), nil
+}

@@ -26,8 +26,8 @@ func EnsureCanaries(ctx context.Context, ipt iptables.Interface) error {
 // CanariesPresent reports whether every canary chain still exists and the
 // nat and filter tables still jump into KUBE-SERVICES. The jump check
 // catches a plain "iptables -t nat -F" (or -t filter), which empties chains
-// but deletes none. (Checking with EnsureRule puts a missing jump back at
-// once, which is harmless: a full sync follows.)
+// but deletes none. It only reads: putting things back is the full sync's
+// job, in the sync goroutine.
 func CanariesPresent(ctx context.Context, ipt iptables.Interface) (bool, error) {
 	for _, t := range canaryTables {
 		ok, err := ipt.ChainExists(ctx, t, rules.ChainProxyCanary)
@@ -43,8 +43,8 @@ func CanariesPresent(ctx context.Context, ipt iptables.Interface) (bool, error) 
 		if ok, err := ipt.ChainExists(ctx, table, rules.ChainServices); err != nil || !ok {
 			return false, err
 		}
-		existed, err := ipt.EnsureRule(ctx, iptables.Prepend, table, j.From, j.Args...)
-		if err != nil || !existed {
+		present, err := ipt.HasRule(ctx, table, j.From, j.Args...)
+		if err != nil || !present {
 			return false, err
 		}
 	}
@@ -57,30 +57,34 @@ func (p *Proxier) canaryInterval() time.Duration {
 	return max(min(p.cfg.SyncPeriod/3, 10*time.Second), 100*time.Millisecond)
 }
 
-// watchCanary recreates the canaries and forces a full sync whenever they
-// vanish. It only nudges the sync goroutine; it never writes rules itself.
+// watchCanary forces a full sync whenever a canary chain or the jump into
+// KUBE-SERVICES vanishes. It only reads, and only once a full sync has
+// created the canaries; the sync goroutine puts everything back.
 func (p *Proxier) watchCanary(ctx context.Context) {
 	ipt := p.cfg.IPTables
-	if err := EnsureCanaries(ctx, ipt); err != nil {
-		p.log.Error(err, "Failed to create canary chains; table flushes will be noticed only at periodic full syncs")
-	}
+	flushed := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-p.clock.After(p.canaryInterval()):
 		}
+		if !p.canariesMade.Load() {
+			continue
+		}
 		checkCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		present, err := CanariesPresent(checkCtx, ipt)
-		if err == nil && !present {
+		cancel()
+		switch {
+		case err != nil:
+			p.log.Error(err, "Canary check failed")
+		case !present && !flushed:
 			p.log.Info("Canary chain missing: iptables was flushed; forcing a full resync")
 			p.requestFullSync()
-			err = EnsureCanaries(checkCtx, ipt)
+		case !present:
+			p.requestFullSync() // still missing: the full sync has not run yet
 		}
-		cancel()
-		if err != nil {
-			p.log.Error(err, "Canary check failed")
-		}
+		flushed = err == nil && !present
 	}
 }
 

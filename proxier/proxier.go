@@ -51,7 +51,7 @@ type Config struct {
 	// Problems, when set, receives objects that cannot be programmed (each
 	// error names the object and field). Default: logged.
 	Problems func(err error)
-	Clock    clock.Clock
+	Clock    clock.WithTickerAndDelayedExecution
 }
 
 // Validate reports every problem with c.
@@ -80,26 +80,30 @@ type Proxier struct {
 	family  v1.IPFamily
 	tracker *model.ChangeTracker
 	runner  *async.BoundedFrequencyRunner
-	clock   clock.Clock
+	clock   clock.WithTickerAndDelayedExecution
 	// log carries ipFamily, so dual-stack logs tell the two proxiers apart.
 	log klog.Logger
 
 	servicesSynced, slicesSynced atomic.Bool
 	// fullRequested is set by the canary watcher for the sync goroutine.
 	fullRequested atomic.Bool
+	// canariesMade is set by the sync goroutine once a full sync created
+	// the canary chains, for the canary watcher.
+	canariesMade atomic.Bool
 
 	nodeMu   sync.Mutex
 	nodeConf *rules.NodeConfig
 
 	// Owned by the sync goroutine.
-	snapshot      *model.Snapshot
-	needFullSync  bool
-	lastFullSync  time.Time
-	lastNodeConf  *rules.NodeConfig
-	lastLargeMode bool
-	// lastActiveChains are the per-service chains the last successful sync
-	// left in place; partial syncs find stale chains from them.
-	lastActiveChains map[string]bool
+	snapshot     *model.Snapshot
+	needFullSync bool
+	lastFullSync time.Time
+	lastNodeConf *rules.NodeConfig
+	// lastIndex describes the rules the last successful sync left in the
+	// kernel; partial syncs start from it.
+	lastIndex *rules.Index
+	// stale are chains of ours no rule uses, deleted a batch per sync.
+	stale staleChains
 }
 
 // New validates cfg and returns a Proxier. It starts nothing: call Run.
@@ -123,6 +127,7 @@ func New(cfg Config) (*Proxier, error) {
 		nodeConf:     nodeConf,
 		snapshot:     model.NewSnapshot(),
 		needFullSync: true,
+		stale:        staleChains{},
 	}
 	retry := min(cfg.SyncPeriod, time.Second*30)
 	r, err := async.NewBoundedFrequencyRunner("sync-proxy-rules-"+string(p.family), p.syncProxyRules, cfg.MinSyncPeriod, retry, cfg.SyncPeriod, cfg.Clock)
@@ -133,14 +138,23 @@ func New(cfg Config) (*Proxier, error) {
 	return p, nil
 }
 
-// Run syncs until ctx ends. The rules stay in place afterwards: a restarting
-// proxy must not cut established service traffic.
+// Run syncs until ctx ends, then waits for the sync in flight (whose
+// iptables-restore ctx ends: it applies all or nothing) and the canary
+// watcher to return. The rules stay in place afterwards: a restarting proxy
+// must not cut established service traffic.
 func (p *Proxier) Run(ctx context.Context) error {
 	if p.cfg.Health != nil {
 		p.cfg.Health.Updated(p.family)
 	}
-	go p.watchCanary(ctx)
-	return p.runner.Run(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		p.watchCanary(ctx)
+	}()
+	err := p.runner.Run(ctx)
+	wg.Wait()
+	return err
 }
 
 // Sync asks for a sync soon (bounded by MinSyncPeriod).
@@ -234,7 +248,9 @@ func keyOf(ns, name string) types.NamespacedName {
 
 // syncProxyRules is the one place rules are written. Any failure makes the
 // next sync a full one, because the change tracker has already been drained.
-func (p *Proxier) syncProxyRules() error {
+// ctx ends with the daemon: an iptables-restore in flight is then stopped,
+// which changes nothing (it applies all or nothing).
+func (p *Proxier) syncProxyRules(ctx context.Context) error {
 	if !p.servicesSynced.Load() || !p.slicesSynced.Load() {
 		p.log.V(2).Info("Not syncing until Services and EndpointSlices have been listed")
 		return nil
@@ -248,15 +264,13 @@ func (p *Proxier) syncProxyRules() error {
 	if problems != nil {
 		p.cfg.Problems(problems)
 	}
-	// Crossing the large-cluster threshold changes every chain's comments.
-	largeMode := rules.LargeMode(p.snapshot)
-	full = full || largeMode != p.lastLargeMode
 	metrics.ServiceChangesPending.Set(0)
 	metrics.EndpointChangesPending.Set(0)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	err := p.apply(ctx, nodeConf, full, changed)
+	rendered, err := p.apply(ctx, nodeConf, full, changed)
+	if rendered != nil {
+		full = rendered.Full
+	}
 	elapsed := metrics.SinceInSeconds(start)
 	metrics.SyncProxyRulesLatency.WithLabelValues(family).Observe(elapsed)
 	if full {
@@ -274,9 +288,17 @@ func (p *Proxier) syncProxyRules() error {
 	}
 	p.needFullSync = false
 	p.lastNodeConf = nodeConf
-	p.lastLargeMode = largeMode
+	p.lastIndex = rendered.Index
 	if full {
 		p.lastFullSync = start
+		p.findStaleChains(ctx)
+		if err := EnsureCanaries(ctx, p.cfg.IPTables); err != nil {
+			p.log.Error(err, "Failed to create canary chains; table flushes will be noticed only at periodic full syncs")
+		} else {
+			p.canariesMade.Store(true)
+		}
+	} else {
+		p.stale.add(rendered.Unreferenced)
 	}
 	for _, t := range triggers {
 		metrics.NetworkProgrammingLatency.WithLabelValues(family).Observe(metrics.SinceInSeconds(t))
@@ -294,36 +316,87 @@ func (p *Proxier) syncProxyRules() error {
 		}
 		sh.SyncEndpoints(model.LocalReadyEndpoints(p.snapshot, nodeConf.Topology.NodeName))
 	}
-	p.log.V(2).Info("Synced proxy rules", "full", full, "changedServices", len(changed), "elapsed", p.clock.Since(start))
+	deleted := p.deleteStaleBatch(ctx)
+	took := p.clock.Since(start)
+	if full {
+		p.log.Info("Synced all proxy rules", "layout", rendered.Index.Layout(), "servicePorts", len(p.snapshot.Services),
+			"natRules", rendered.NATRulesTotal, "restoreBytes", len(rendered.Data), "staleChainsDeleted", deleted, "staleChainsLeft", p.stale.count(), "elapsed", took)
+	} else {
+		p.log.V(2).Info("Synced proxy rules", "changedServices", len(changed), "restoreBytes", len(rendered.Data), "staleChainsDeleted", deleted, "elapsed", took)
+	}
 	return nil
 }
 
-func (p *Proxier) apply(ctx context.Context, nodeConf *rules.NodeConfig, full bool, changed map[types.NamespacedName]bool) error {
+func (p *Proxier) apply(ctx context.Context, nodeConf *rules.NodeConfig, full bool, changed map[types.NamespacedName]bool) (*rules.Rendered, error) {
 	family := string(p.family)
 	if p.cfg.Sets != nil {
 		if err := p.cfg.Sets(ctx, nodeConf); err != nil {
 			p.log.Error(err, "Failed to sync ipsets; rules not written this time")
-			return fmt.Errorf("ipsets: %w", err)
+			return nil, fmt.Errorf("ipsets: %w", err)
 		}
 	}
-	rendered, err := Apply(ctx, p.cfg.IPTables, ApplyRequest{Snapshot: p.snapshot, Config: nodeConf, Full: full, Changed: changed, KnownChains: p.lastActiveChains})
+	rendered, err := Apply(ctx, p.cfg.IPTables, ApplyRequest{Snapshot: p.snapshot, Config: nodeConf, Full: full, Changed: changed, Previous: p.lastIndex, Clock: p.clock})
 	if err != nil {
 		var re *iptables.RestoreError
 		if errors.As(err, &re) {
-			p.log.Error(err, "Failed to execute iptables-restore", "line", re.Line, "rules", re.Lines)
+			p.log.Error(err, "Failed to execute iptables-restore", "full", full, "line", re.Line, "rules", re.Lines)
 		} else {
 			p.log.Error(err, "Failed to sync proxy rules", "full", full)
 		}
-		return err
+		return rendered, err
 	}
-	p.lastActiveChains = rendered.ActiveNATChains
 	metrics.IPTablesRulesTotal.WithLabelValues("filter", family).Set(float64(rendered.FilterRules))
 	metrics.IPTablesRulesLastSync.WithLabelValues("filter", family).Set(float64(rendered.FilterRules))
-	metrics.IPTablesRulesTotal.WithLabelValues("nat", family).Set(float64(rendered.NATRulesTotal - rendered.DeletedChains))
-	metrics.IPTablesRulesLastSync.WithLabelValues("nat", family).Set(float64(rendered.NATRules - rendered.DeletedChains))
+	metrics.IPTablesRulesTotal.WithLabelValues("nat", family).Set(float64(rendered.NATRulesTotal))
+	metrics.IPTablesRulesLastSync.WithLabelValues("nat", family).Set(float64(rendered.NATRules))
 	metrics.SyncProxyRulesNoLocalEndpointsTotal.WithLabelValues("internal", family).Set(float64(rendered.NoLocalEndpointsInternal))
 	metrics.SyncProxyRulesNoLocalEndpointsTotal.WithLabelValues("external", family).Set(float64(rendered.NoLocalEndpointsExternal))
-	return nil
+	return rendered, nil
+}
+
+// findStaleChains lists the chains of our tables (cheap even at 100,000
+// chains, see iptables.Interface.ListChains) after a full sync, which
+// catches chains left by an earlier run or by kube-proxy. A failed listing
+// is logged and counted; the chains are then found at the next full sync.
+func (p *Proxier) findStaleChains(ctx context.Context) {
+	active := p.lastIndex.Chains()
+	for _, table := range staleTables {
+		existing, err := p.cfg.IPTables.ListChains(ctx, table)
+		if err != nil {
+			p.log.Error(err, "Failed to list chains; stale chains stay until the next full sync", "table", table)
+			metrics.IPTablesReadFailuresTotal.WithLabelValues(string(p.family), "list chains").Inc()
+			continue
+		}
+		p.stale.replace(table, existing, active[string(table)])
+	}
+	metrics.StaleChainsPending.WithLabelValues(string(p.family)).Set(float64(p.stale.count()))
+}
+
+// deleteStaleBatch deletes up to StaleBatch stale chains and, when more
+// remain, asks for another sync. A failure is logged and counted, and the
+// batch is dropped (the next full sync finds whatever is left).
+func (p *Proxier) deleteStaleBatch(ctx context.Context) int {
+	if p.stale.count() == 0 {
+		return 0
+	}
+	family := string(p.family)
+	batch := p.stale.take(StaleBatch, p.lastIndex.Chains())
+	n := 0
+	for _, chains := range batch {
+		n += len(chains)
+	}
+	if err := deleteChains(ctx, p.cfg.IPTables, batch); err != nil {
+		p.log.Error(err, "Failed to delete stale chains")
+		metrics.StaleChainDeletionFailuresTotal.WithLabelValues(family).Inc()
+		n = 0
+	} else {
+		metrics.StaleChainsDeletedTotal.WithLabelValues(family).Add(float64(n))
+	}
+	metrics.StaleChainsPending.WithLabelValues(family).Set(float64(p.stale.count()))
+	if p.stale.count() > 0 {
+		p.Sync()
+	}
+	return n
 }
 
 // cleanStaleUDPFlows deletes UDP conntrack entries that still point at

@@ -33,7 +33,7 @@ import (
 // Sync.
 type BoundedFrequencyRunner struct {
 	name          string
-	fn            func() error
+	fn            func(ctx context.Context) error
 	minInterval   time.Duration
 	retryInterval time.Duration
 	maxInterval   time.Duration
@@ -65,7 +65,7 @@ const (
 // maxInterval must be positive and maxInterval must not be less than
 // minInterval; otherwise New returns an error (joined, one per problem).
 // A nil clock means the real clock.
-func NewBoundedFrequencyRunner(name string, fn func() error, minInterval, retryInterval, maxInterval time.Duration, clk clock.Clock) (*BoundedFrequencyRunner, error) {
+func NewBoundedFrequencyRunner(name string, fn func(ctx context.Context) error, minInterval, retryInterval, maxInterval time.Duration, clk clock.Clock) (*BoundedFrequencyRunner, error) {
 	var errs []error
 	if fn == nil {
 		errs = append(errs, fmt.Errorf("runner %q: fn must not be nil", name))
@@ -110,8 +110,9 @@ func (r *BoundedFrequencyRunner) Sync() {
 }
 
 // Run calls the function as requested until ctx is done, then returns. It
-// does not interrupt a call in progress: fn has no context, so cancellation
-// takes effect when the current call returns. A panic in fn is not recovered
+// passes ctx to fn, so a call in progress sees the cancellation (the
+// proxier's sync then stops its iptables-restore, which applies all or
+// nothing) and Run returns once that call has. A panic in fn is not recovered
 // (kube-proxy's runner re-panics too): a half-applied sync is better
 // restarted than continued. Run must not be called more than once at a time;
 // a second concurrent call returns at once with an error.
@@ -141,7 +142,7 @@ func (r *BoundedFrequencyRunner) Run(ctx context.Context) error {
 		}
 		next.Stop()
 
-		err := r.fn()
+		err := r.fn(ctx)
 		interval := r.maxInterval
 		if err != nil {
 			interval = min(r.retryInterval, r.maxInterval)

@@ -61,7 +61,7 @@ func newHarness(t *testing.T, minI, retryI, maxI time.Duration) *harness {
 	return h
 }
 
-func (h *harness) fn() error {
+func (h *harness) fn(context.Context) error {
 	h.mu.Lock()
 	h.calls = append(h.calls, h.clk.Now())
 	var err error
@@ -337,10 +337,10 @@ func TestRunTwice(t *testing.T) {
 }
 
 func TestNewValidation(t *testing.T) {
-	ok := func() error { return nil }
+	ok := func(context.Context) error { return nil }
 	for _, tc := range []struct {
 		name          string
-		fn            func() error
+		fn            func(context.Context) error
 		minI, rI, mxI time.Duration
 		want          []string
 	}{

@@ -203,6 +203,46 @@ var (
 	}, []string{LabelIPFamily})
 )
 
+// svcproxy's own metrics, for what kube-proxy has no metric of the same
+// meaning; they are named svcproxy_*.
+const ownSubsystem = "svcproxy"
+
+// LabelRead names what a failed read was reading.
+const LabelRead = "read"
+
+var (
+	// IPTablesReadFailuresTotal counts failed reads of the kernel's rules
+	// (listing a table's chains, saving one chain).
+	IPTablesReadFailuresTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Subsystem: ownSubsystem,
+		Name:      "iptables_read_failures_total",
+		Help:      "Cumulative failures to read rules back from the kernel, by what was read",
+	}, []string{LabelIPFamily, LabelRead})
+
+	// StaleChainsPending is how many chains of ours no rule uses and are
+	// still to be deleted (a batch per sync).
+	StaleChainsPending = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Subsystem: ownSubsystem,
+		Name:      "stale_chains_pending",
+		Help:      "Chains no rule uses any more that are waiting to be deleted",
+	}, []string{LabelIPFamily})
+
+	// StaleChainsDeletedTotal counts stale chains deleted.
+	StaleChainsDeletedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Subsystem: ownSubsystem,
+		Name:      "stale_chains_deleted_total",
+		Help:      "Cumulative stale chains deleted",
+	}, []string{LabelIPFamily})
+
+	// StaleChainDeletionFailuresTotal counts failed deletions of a batch of
+	// stale chains.
+	StaleChainDeletionFailuresTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Subsystem: ownSubsystem,
+		Name:      "stale_chain_deletion_failures_total",
+		Help:      "Cumulative failures to delete a batch of stale chains",
+	}, []string{LabelIPFamily})
+)
+
 // all lists every svcproxy collector, in registration order.
 var all = []prometheus.Collector{
 	SyncProxyRulesLatency,
@@ -224,6 +264,10 @@ var all = []prometheus.Collector{
 	ProxyLivezTotal,
 	ReconcileConntrackFlowsLatency,
 	ReconcileConntrackFlowsDeletedEntriesTotal,
+	IPTablesReadFailuresTotal,
+	StaleChainsPending,
+	StaleChainsDeletedTotal,
+	StaleChainDeletionFailuresTotal,
 }
 
 var (

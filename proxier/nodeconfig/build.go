@@ -49,8 +49,10 @@ func (b *Builder) Build(node *v1.Node) *rules.NodeConfig {
 		ConntrackTCPLiberal: b.Settings.TCPBeLiberal,
 		LocalDetector:       rules.NoLocalDetector(),
 	}
+	c.Layout, _ = rules.ParseLayout(b.Settings.RuleLayout) // checked by Settings.Validate
 	if node != nil {
 		c.NodeIPs = OfFamily(model.NodeAddresses(node), b.Family)
+		c.PodCIDRs = PrefixesOf(model.NodePodCIDRs(node), b.Family)
 	}
 	if ip, err := netip.ParseAddr(b.Settings.BindAddress); err == nil && !ip.IsUnspecified() && inFamily(ip, b.Family) {
 		c.NodeIPs = append([]netip.Addr{ip}, slices.DeleteFunc(c.NodeIPs, func(a netip.Addr) bool { return a == ip })...)

@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+
+	"github.com/svcproxy/svcproxy/proxier/rules"
 )
 
 // Ways to tell local (pod) traffic from other traffic (detectLocalMode).
@@ -56,6 +58,10 @@ type Settings struct {
 	// ClusterCIDRs and NoMasqueradeCIDRs (svcproxy extra).
 	MasqueradePodEgress bool
 	NoMasqueradeCIDRs   []netip.Prefix
+
+	// RuleLayout is the shape of the rules (rules.ParseLayout; "" is the
+	// default, compact).
+	RuleLayout string
 }
 
 // Setting names one field of Settings in a validation error; each front
@@ -69,6 +75,7 @@ const (
 	SettingInterfaceNamePrefix
 	SettingClusterCIDRs
 	SettingMasqueradePodEgress
+	SettingRuleLayout
 )
 
 // Validate reports every problem with s, joined; name spells each setting
@@ -85,6 +92,9 @@ func (s Settings) Validate(name func(Setting) string) error {
 	// destination would count as "outside".
 	if s.MasqueradePodEgress && len(s.ClusterCIDRs) == 0 {
 		add("%s needs the pod network: %s must list at least one CIDR", name(SettingMasqueradePodEgress), name(SettingClusterCIDRs))
+	}
+	if _, err := rules.ParseLayout(s.RuleLayout); err != nil {
+		add("%s: %v", name(SettingRuleLayout), err)
 	}
 	switch s.DetectLocalMode {
 	case "", LocalModeClusterCIDR, LocalModeNodeCIDR:

@@ -44,11 +44,24 @@ type flow struct {
 	masq map[string]bool
 }
 
-// applyToFake renders a scenario and applies it (with the jumps) to a fresh
-// Fake, the way the daemon's first sync would.
-func applyToFake(t *testing.T, sc scenario) *iptables.Fake {
+// layoutFakes holds one scenario applied in each layout.
+type layoutFakes map[rules.Layout]*iptables.Fake
+
+// applyToFake renders a scenario in every layout and applies each (with the
+// jumps) to a fresh Fake, the way the daemon's first sync would.
+func applyToFake(t *testing.T, sc scenario) layoutFakes {
+	t.Helper()
+	out := layoutFakes{}
+	for _, layout := range layouts {
+		out[layout] = applyLayout(t, sc, layout)
+	}
+	return out
+}
+
+func applyLayout(t *testing.T, sc scenario, layout rules.Layout) *iptables.Fake {
 	t.Helper()
 	cfg := rulestest.NodeConfig()
+	cfg.Layout = layout
 	if sc.config != nil {
 		sc.config(cfg)
 	}
@@ -57,6 +70,9 @@ func applyToFake(t *testing.T, sc scenario) *iptables.Fake {
 		t.Fatal(err)
 	}
 	ipt := iptables.NewFake(iptables.IPv4)
+	if cfg.Family == v1.IPv6Protocol {
+		ipt = iptables.NewFake(iptables.IPv6)
+	}
 	ctx := context.Background()
 	if err := ipt.Restore(ctx, rules.Render(snap, cfg, rules.RenderOptions{Full: true}).Data, iptables.RestoreOptions{NoFlush: true}); err != nil {
 		t.Fatalf("restore: %v", err)
@@ -75,11 +91,19 @@ func applyToFake(t *testing.T, sc scenario) *iptables.Fake {
 	return ipt
 }
 
-func runFlows(t *testing.T, ipt *iptables.Fake, ctx trace.Context, flows []flow) {
+// runFlows traces every flow through the scenario's rules in every layout:
+// both must give the same outcomes.
+func runFlows(t *testing.T, fakes layoutFakes, ctx trace.Context, flows []flow) {
 	t.Helper()
-	dump := ipt.Dump()
+	for _, layout := range layouts {
+		runLayoutFlows(t, layout, fakes[layout].Dump(), ctx, flows)
+	}
+}
+
+func runLayoutFlows(t *testing.T, layout rules.Layout, dump *iptables.Dump, ctx trace.Context, flows []flow) {
+	t.Helper()
 	for _, f := range flows {
-		t.Run(f.name, func(t *testing.T) {
+		t.Run(string(layout)+"/"+f.name, func(t *testing.T) {
 			c := ctx
 			if f.recentHit != "" {
 				c.RecentHits = map[string]bool{f.recentHit: true}
@@ -342,8 +366,10 @@ func TestFlowNodePortAddressesWithoutLoopback(t *testing.T) {
 		{name: "localhost NodePort does not exist", src: "127.0.0.1", dst: "127.0.0.1", port: 30080, origin: trace.Local,
 			endpoints: []string{}},
 	})
-	if c := ipt.Dump().Chain(iptables.TableFilter, rules.ChainKubeletFirewall); c != nil && len(c.Rules) > 0 {
-		t.Errorf("KUBE-FIREWALL has rules although no localhost NodePort can exist: %v", c.Rules)
+	for layout, fake := range ipt {
+		if c := fake.Dump().Chain(iptables.TableFilter, rules.ChainKubeletFirewall); c != nil && len(c.Rules) > 0 {
+			t.Errorf("%s: KUBE-FIREWALL has rules although no localhost NodePort can exist: %v", layout, c.Rules)
+		}
 	}
 }
 
@@ -379,12 +405,14 @@ func TestFlowPodEgress(t *testing.T) {
 	})
 	// Masquerade of non-DNATed traffic is in the outcome itself.
 	check := func(name, dst string, want bool) {
-		out, err := trace.Trace(ipt.Dump(), ctx, trace.Packet{Src: netip.MustParseAddr(podOnNode1), Dst: netip.MustParseAddr(dst), Protocol: "tcp", DstPort: 443, Origin: trace.Incoming})
-		if err != nil || len(out) != 1 {
-			t.Fatalf("%s: %v %v", name, out, err)
-		}
-		if out[0].Masquerade != want {
-			t.Errorf("%s: masquerade = %v, want %v", name, out[0].Masquerade, want)
+		for layout, fake := range ipt {
+			out, err := trace.Trace(fake.Dump(), ctx, trace.Packet{Src: netip.MustParseAddr(podOnNode1), Dst: netip.MustParseAddr(dst), Protocol: "tcp", DstPort: 443, Origin: trace.Incoming})
+			if err != nil || len(out) != 1 {
+				t.Fatalf("%s: %s: %v %v", layout, name, out, err)
+			}
+			if out[0].Masquerade != want {
+				t.Errorf("%s: %s: masquerade = %v, want %v", layout, name, out[0].Masquerade, want)
+			}
 		}
 	}
 	check("pod to outside", internetish, true)

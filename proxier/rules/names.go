@@ -1,6 +1,8 @@
 package rules
 
 import (
+	"cmp"
+	"slices"
 	"strings"
 
 	"github.com/svcproxy/svcproxy/proxier/model"
@@ -58,15 +60,47 @@ func EndpointChain(name model.ServicePortName, endpoint string) string {
 	return prefixEndpoint + name.EndpointHash(endpoint)
 }
 
-// IsServiceChain reports whether chain is a per-service chain that svcproxy
-// (or kube-proxy) creates and may therefore delete when it goes stale.
+// IsServiceChain reports whether chain is a per-service chain (or a
+// dispatch bucket) that svcproxy or kube-proxy creates and may therefore
+// delete when it goes stale.
 func IsServiceChain(chain string) bool {
-	for _, p := range []string{prefixServiceCluster, prefixServiceLocal, prefixEndpoint, prefixFirewall, prefixExternal} {
-		if strings.HasPrefix(chain, p) {
-			return true
+	return deletionLevel(chain) >= 0
+}
+
+// deletionLevels orders our per-service chains for deletion: a chain may be
+// deleted only when nothing refers to it, and a chain refers only to chains
+// of later levels (bucket → FW → EXT → SVC/SVL → SEP). Top-level chains,
+// which only built-in chains refer to, come before all of them.
+var deletionLevels = []struct {
+	prefix string
+	level  int
+}{{prefixBucket, 0}, {prefixFirewall, 1}, {prefixExternal, 2}, {prefixServiceCluster, 3}, {prefixServiceLocal, 3}, {prefixEndpoint, 4}}
+
+// deletionLevel is chain's level, or -1 for a chain that is not
+// per-service.
+func deletionLevel(chain string) int {
+	for _, l := range deletionLevels {
+		if strings.HasPrefix(chain, l.prefix) {
+			return l.level
 		}
 	}
-	return false
+	return -1
+}
+
+// DeletionOrder sorts per-service chains into the order they can be
+// deleted in: every chain that may refer to another comes before it. A
+// restore that flushes (declares) and deletes a prefix of this order, with
+// nothing else referring to those chains, succeeds. Chains that are not
+// per-service are left out.
+func DeletionOrder(chains []string) []string {
+	out := slices.DeleteFunc(slices.Clone(chains), func(c string) bool { return deletionLevel(c) < 0 })
+	slices.SortFunc(out, func(a, b string) int {
+		if c := cmp.Compare(deletionLevel(a), deletionLevel(b)); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	return out
 }
 
 // serviceChains are a service port's KUBE-SVC/SVL/EXT/FW names, built from

@@ -2,7 +2,6 @@ package rules
 
 import (
 	"bytes"
-	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -20,12 +19,49 @@ import (
 // kube-proxy does.
 const LargeClusterEndpointsThreshold = 1000
 
+// Layout is the shape of the per-service rules. Chain names, hashes and
+// comments are kube-proxy's in both; the number of chains is not (Kubernetes
+// itself says the chains are not an API).
+type Layout string
+
+const (
+	// LayoutCompact is svcproxy's default. An endpoint gets a KUBE-SEP chain
+	// only when it may be the client itself (hairpin: on this node, without
+	// a node, or at one of this node's addresses or in its pod CIDRs); every
+	// other endpoint is DNATed straight from its KUBE-SVC/SVL chain, with the
+	// same probabilities, and session affinity keeps the KUBE-SEP hash as
+	// the name of its recent list. Above DispatchThreshold service ports,
+	// KUBE-SERVICES dispatches by destination into buckets. iptables-nft
+	// restores in time growing with the number of chains: at 10,000
+	// Services × 10 endpoints this is about 11,000 chains against 110,000.
+	LayoutCompact Layout = "compact"
+	// LayoutKubeProxy is kube-proxy's iptables layout exactly: a KUBE-SEP
+	// chain per endpoint and one KUBE-SERVICES rule per destination.
+	LayoutKubeProxy Layout = "kube-proxy"
+)
+
+// ParseLayout reads a layout name; "" is the default, LayoutCompact.
+func ParseLayout(s string) (Layout, error) {
+	switch Layout(s) {
+	case "", LayoutCompact:
+		return LayoutCompact, nil
+	case LayoutKubeProxy:
+		return LayoutKubeProxy, nil
+	}
+	return "", fmt.Errorf("%q is not a rule layout (want %s or %s)", s, LayoutCompact, LayoutKubeProxy)
+}
+
 // NodeConfig is the node-specific input to rendering.
 type NodeConfig struct {
 	Family   v1.IPFamily
 	Topology model.Topology
 	// NodeIPs are the node's addresses in this family, primary first.
 	NodeIPs []netip.Addr
+	// PodCIDRs are this node's pod CIDRs in this family (the Node's
+	// spec.podCIDRs): an endpoint inside them may be the client itself.
+	PodCIDRs []netip.Prefix
+	// Layout is the shape of the rules; "" means LayoutCompact.
+	Layout Layout
 	// MasqueradeBit selects the fwmark bit (kube-proxy default 14).
 	MasqueradeBit int
 	MasqueradeAll bool
@@ -62,6 +98,13 @@ func (c *NodeConfig) MasqueradeMark() string {
 
 func (c *NodeConfig) isIPv6() bool { return c.Family == v1.IPv6Protocol }
 
+func (c *NodeConfig) layout() Layout {
+	if c.Layout == "" {
+		return LayoutCompact
+	}
+	return c.Layout
+}
+
 // LocalhostNodePortsPossible reports whether a NodePort can answer on
 // 127.0.0.1, as kube-proxy decides it: IPv4 only, LocalhostNodePorts on, and
 // NodePorts open on every local address or on a loopback one. Then the
@@ -76,23 +119,38 @@ func (c *NodeConfig) LocalhostNodePortsPossible() bool {
 
 // RenderOptions select full or partial output.
 type RenderOptions struct {
-	// Full writes every service's chains. Otherwise only services in
-	// Changed get their per-service chains rewritten.
+	// Full writes every chain. Otherwise only what the Services in Changed
+	// touch is written: their own chains and the dispatch buckets that hold
+	// their entries (plus the small shared chains, rewritten every time).
+	// A partial render needs Previous; without it, or when the dispatch
+	// width or the large-cluster mode changed, it is full.
 	Full    bool
 	Changed map[types.NamespacedName]bool
-	// ExistingNATChains (from iptables-save) lets the renderer delete
-	// per-service chains that are no longer used. nil skips deletion.
+	// Previous is the Index of the last render that was applied.
+	Previous *Index
+	// ExistingNATChains are the nat chains the kernel holds (full renders
+	// only): the pod egress chain is flushed when the feature was turned
+	// off. nil means unknown.
 	ExistingNATChains []string
 }
 
-// Rendered is the restore input plus counts the sync loop reports as metrics.
+// Rendered is the restore input plus what the sync loop needs next.
 type Rendered struct {
 	Data []byte
-	// FilterRules and NATRules count the rules written; NATRulesTotal also
-	// counts unchanged service chains left out of a partial restore.
+	// Full reports whether every chain was written (asked for, or forced).
+	Full bool
+	// FilterRules and NATRules count the rules written; NATRulesTotal counts
+	// every nat rule the table holds once Data is applied.
 	FilterRules, NATRules, NATRulesTotal int
-	DeletedChains                        int
-	ActiveNATChains                      map[string]bool
+	// Index describes what the kernel holds once Data is applied; pass it
+	// as RenderOptions.Previous next time.
+	Index *Index
+	// Unreferenced are chains of ours, by table, that this partial render
+	// stopped using (a Service's old chains, an emptied dispatch bucket).
+	// They are flushed or empty and unreferenced once Data is applied, and
+	// can be deleted. A full render leaves the comparison with the kernel to
+	// the caller (Index.Chains).
+	Unreferenced map[string][]string
 	// NoLocalEndpoints counts service ports whose Local policy has no local
 	// endpoint, for internal and external traffic.
 	NoLocalEndpointsInternal, NoLocalEndpointsExternal int
@@ -100,15 +158,13 @@ type Rendered struct {
 
 // render holds the output under construction for one Render call.
 type render struct {
-	cfg        *NodeConfig
-	filter     *tableWriter
-	nat        *tableWriter
-	skipped    *tableWriter
-	active     map[string]bool
-	largeMode  bool
-	out        *Rendered
-	mark       string
-	protoCache map[v1.Protocol]string
+	cfg       *NodeConfig
+	snap      *model.Snapshot
+	filter    *tableWriter
+	nat       *tableWriter
+	largeMode bool
+	mark      string
+	index     *Index
 }
 
 // Render turns the snapshot and node configuration into iptables-restore
@@ -116,181 +172,106 @@ type render struct {
 // always yields byte-identical output.
 func Render(snap *model.Snapshot, cfg *NodeConfig, opts RenderOptions) *Rendered {
 	r := &render{
-		cfg:     cfg,
-		filter:  newTableWriter("filter"),
-		nat:     newTableWriter("nat"),
-		skipped: newDiscardWriter("nat"),
-		active:  map[string]bool{},
-		out:     &Rendered{},
-		mark:    cfg.MasqueradeMark(),
+		cfg:       cfg,
+		snap:      snap,
+		filter:    newTableWriter("filter"),
+		nat:       newTableWriter("nat"),
+		largeMode: LargeMode(snap),
+		mark:      cfg.MasqueradeMark(),
 	}
-	r.largeMode = LargeMode(snap)
+	buckets := dispatchBuckets(cfg.layout(), len(snap.Services), opts.Previous)
+	full := opts.Full || !opts.Previous.compatible(cfg.layout(), buckets, r.largeMode)
+	out := &Rendered{Full: full}
 
-	r.writeBaseChains()
-	for _, name := range sortedServicePortNames(snap.Services) {
-		sp := snap.Services[name]
-		changed := opts.Full || opts.Changed[name.NamespacedName]
-		r.writeServicePort(sp, snap.Endpoints[name], changed)
+	ports := sortedPorts(snap)
+	var dirty []model.ServicePortName
+	if full {
+		r.index = newIndex(cfg.layout(), buckets, r.largeMode)
+		dirty = ports
+	} else {
+		r.index = opts.Previous.clone()
+		dirty = r.dirtyPorts(opts.Changed, opts.Previous)
 	}
-	r.deleteStaleChains(opts.ExistingNATChains)
-	r.flushPodEgressIfOff(opts.ExistingNATChains)
-	r.writeNodePortsJump()
-	r.writeForwardRules()
+	old := map[model.ServicePortName]*footprint{}
+	for _, name := range dirty {
+		old[name] = r.index.ports[name]
+		if sp := snap.Services[name]; sp != nil {
+			r.index.put(name, r.servicePort(sp, snap.Endpoints[name]))
+		} else {
+			r.index.drop(name)
+		}
+	}
+	before := r.nat.lines
+	r.writeBaseChains()
+	r.index.baseNATRules = r.nat.lines - before
+	if full {
+		r.flushPodEgressIfOff(opts.ExistingNATChains)
+	}
+	r.writeSharedChains(ports, full, old)
+	out.Unreferenced = r.unreferenced(old, full)
 
 	var buf bytes.Buffer
 	r.filter.writeTo(&buf)
 	r.nat.writeTo(&buf)
-	r.out.Data = buf.Bytes()
-	r.out.FilterRules = r.filter.lines
-	r.out.NATRules = r.nat.lines
-	r.out.NATRulesTotal = r.nat.lines + r.skipped.lines
-	r.out.ActiveNATChains = r.active
-	return r.out
+	out.Data = buf.Bytes()
+	out.FilterRules = r.filter.lines
+	out.NATRules = r.nat.lines
+	out.NATRulesTotal = r.index.natRules()
+	out.Index = r.index
+	out.NoLocalEndpointsInternal, out.NoLocalEndpointsExternal = r.index.noLocalEndpoints()
+	return out
 }
 
 // LargeMode reports whether snap is above kube-proxy's large-cluster
 // threshold, where per-endpoint comments are dropped. Crossing it changes
-// every service chain, so the daemon makes that sync a full one.
+// every service chain, so that render is a full one.
 func LargeMode(snap *model.Snapshot) bool {
 	return snap.EndpointCount() > LargeClusterEndpointsThreshold
 }
 
-func sortedServicePortNames(m map[model.ServicePortName]*model.ServicePort) []model.ServicePortName {
-	names := make([]model.ServicePortName, 0, len(m))
-	for n := range m {
-		names = append(names, n)
-	}
-	slices.SortFunc(names, func(a, b model.ServicePortName) int {
-		if c := cmp.Compare(a.String(), b.String()); c != 0 {
-			return c
+// dirtyPorts are the service ports a partial render rewrites: every port,
+// then and now, of the Services in changed.
+func (r *render) dirtyPorts(changed map[types.NamespacedName]bool, prev *Index) []model.ServicePortName {
+	set := map[model.ServicePortName]bool{}
+	for svc := range changed {
+		for _, name := range r.snap.PortsOf(svc) {
+			if r.snap.Services[name] != nil {
+				set[name] = true
+			}
 		}
-		return cmp.Compare(a.Protocol, b.Protocol)
-	})
+		for _, name := range prev.byService[svc] {
+			set[name] = true
+		}
+	}
+	return sortPortNames(set)
+}
+
+// sortedPorts lists the snapshot's service ports in the order their rules
+// appear in shared chains: by "ns/name:port", then protocol.
+func sortedPorts(snap *model.Snapshot) []model.ServicePortName {
+	set := make(map[model.ServicePortName]bool, len(snap.Services))
+	for name := range snap.Services {
+		set[name] = true
+	}
+	return sortPortNames(set)
+}
+
+func sortPortNames(set map[model.ServicePortName]bool) []model.ServicePortName {
+	type keyed struct {
+		key  string
+		name model.ServicePortName
+	}
+	list := make([]keyed, 0, len(set))
+	for name := range set {
+		list = append(list, keyed{name.String() + "\x00" + string(name.Protocol), name})
+	}
+	slices.SortFunc(list, func(a, b keyed) int { return strings.Compare(a.key, b.key) })
+	names := make([]model.ServicePortName, len(list))
+	for i, k := range list {
+		names[i] = k.name
+	}
 	return names
 }
-
-// writeBaseChains declares the top-level chains and writes the masquerade
-// machinery: KUBE-MARK-MASQ sets the bit; KUBE-POSTROUTING masquerades (and
-// clears the bit on) marked packets only.
-func (r *render) writeBaseChains() {
-	for _, c := range []string{ChainServices, ChainExternalServices, ChainForward, ChainNodePorts, ChainProxyFirewall} {
-		r.filter.declare(c)
-	}
-	for _, c := range []string{ChainServices, ChainNodePorts, ChainPostrouting, ChainMarkMasq} {
-		r.nat.declare(c)
-	}
-	mark := r.mark + "/" + r.mark
-	r.nat.rule(ChainPostrouting, "-m", "mark", "!", "--mark", mark, "-j", "RETURN")
-	// Clear the bit so a packet that re-traverses the stack is not masqueraded twice.
-	r.nat.rule(ChainPostrouting, "-j", "MARK", "--xor-mark", r.mark)
-	masq := append(comment("kubernetes service traffic requiring SNAT"), "-j", "MASQUERADE")
-	if r.cfg.RandomFully {
-		masq = append(masq, "--random-fully")
-	}
-	r.nat.rule(ChainPostrouting, masq...)
-	r.nat.rule(ChainMarkMasq, "-j", "MARK", "--or-mark", r.mark)
-
-	if r.cfg.LocalhostNodePortsPossible() {
-		// route_localnet opens 127.0.0.1 NodePorts to the network
-		// (kubernetes#90259); this is kubelet's identical mitigation.
-		r.filter.declare(ChainKubeletFirewall)
-		r.filter.rule(ChainKubeletFirewall, slices.Concat(comment("block incoming localnet connections"),
-			[]string{"-d", "127.0.0.0/8", "!", "-s", "127.0.0.0/8", "-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "DROP"})...)
-	}
-	if r.cfg.PodEgress != nil {
-		r.writePodEgress(r.cfg.PodEgress)
-	}
-}
-
-// flushPodEgressIfOff empties the pod egress chain when pod egress is off
-// but the chain exists (the flag was dropped since the last run): its jump
-// from POSTROUTING stays, harmlessly, until svcproxy cleanup.
-func (r *render) flushPodEgressIfOff(existing []string) {
-	if r.cfg.PodEgress == nil && slices.Contains(existing, ChainPodEgress) {
-		r.nat.declare(ChainPodEgress)
-	}
-}
-
-// writeNodePortsJump ends KUBE-SERVICES with the jump to KUBE-NODEPORTS for
-// traffic to this node's own addresses. It must stay the last rule.
-func (r *render) writeNodePortsJump() {
-	note := comment("kubernetes service nodeports; NOTE: this must be the last rule in this chain")
-	if r.cfg.NodePortAddresses == nil {
-		dst := []string{"-m", "addrtype", "--dst-type", "LOCAL"}
-		if r.cfg.isIPv6() {
-			dst = append(dst, "!", "-d", "::1/128")
-		} else if !r.cfg.LocalhostNodePorts {
-			dst = append(dst, "!", "-d", "127.0.0.0/8")
-		}
-		r.nat.rule(ChainServices, slices.Concat(note, dst, []string{"-j", ChainNodePorts})...)
-		return
-	}
-	for _, ip := range r.cfg.NodePortAddresses {
-		if ip.IsLoopback() && (r.cfg.isIPv6() || !r.cfg.LocalhostNodePorts) {
-			continue // localhost NodePorts are impossible on IPv6 and off by flag on IPv4
-		}
-		r.nat.rule(ChainServices, slices.Concat(note, []string{"-d", ip.String(), "-j", ChainNodePorts})...)
-	}
-}
-
-// writeForwardRules lets marked (NodePort) traffic and its replies through a
-// FORWARD chain whose policy may be DROP.
-func (r *render) writeForwardRules() {
-	if !r.cfg.ConntrackTCPLiberal {
-		// INVALID packets would otherwise reset connections (kubernetes#74839).
-		r.filter.rule(ChainForward, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
-	}
-	r.filter.rule(ChainForward, slices.Concat(comment("kubernetes forwarding rules"),
-		[]string{"-m", "mark", "--mark", r.mark + "/" + r.mark, "-j", "ACCEPT"})...)
-	r.filter.rule(ChainForward, slices.Concat(comment("kubernetes forwarding conntrack rule"),
-		[]string{"-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"})...)
-}
-
-// deleteStaleChains flushes and deletes per-service chains that exist in the
-// kernel but are no longer produced.
-func (r *render) deleteStaleChains(existing []string) {
-	stale := map[string]bool{}
-	for _, c := range existing {
-		if IsServiceChain(c) && !r.active[c] {
-			stale[c] = true
-		}
-	}
-	for c := range stale {
-		r.nat.deleteChain(c)
-		r.out.DeletedChains++
-	}
-}
-
-// writePodEgress masquerades traffic from pods to destinations outside the
-// pod network (and outside the no-masquerade set).
-func (r *render) writePodEgress(pe *PodEgressMasquerade) {
-	const chain = ChainPodEgress
-	r.nat.declare(chain)
-	r.nat.rule(chain, slices.Concat(comment("pod egress leaves the pod network through the node address"),
-		[]string{"-m", "set", "--match-set", pe.PodSet, "src", "-m", "set", "!", "--match-set", pe.PodSet, "dst"},
-		noMasqMatch(pe.NoMasqSet), masqueradeTarget(r.cfg.RandomFully))...)
-}
-
-func noMasqMatch(set string) []string {
-	if set == "" {
-		return nil
-	}
-	return []string{"-m", "set", "!", "--match-set", set, "dst"}
-}
-
-func masqueradeTarget(randomFully bool) []string {
-	if randomFully {
-		return []string{"-j", "MASQUERADE", "--random-fully"}
-	}
-	return []string{"-j", "MASQUERADE"}
-}
-
-// ChainPodEgress holds svcproxy's optional pod egress masquerade rule.
-const ChainPodEgress = "SVCPROXY-POD-EGRESS"
-
-func portString(p int) string { return strconv.Itoa(p) }
-
-func lowerProto(p v1.Protocol) string { return strings.ToLower(string(p)) }
 
 // probability is the statistic-match probability for the rule that picks
 // the first of n remaining endpoints, formatted as kube-proxy formats it.
@@ -313,3 +294,7 @@ var probabilities = func() []string {
 func formatProbability(n int) string {
 	return strconv.FormatFloat(1.0/float64(n), 'f', 10, 64)
 }
+
+func portString(p int) string { return strconv.Itoa(p) }
+
+func lowerProto(p v1.Protocol) string { return strings.ToLower(string(p)) }

@@ -52,24 +52,20 @@ func BenchmarkRenderFull(b *testing.B) {
 	}
 }
 
-// BenchmarkRenderPartial: one service of N changed; only its chains are
-// rewritten, but KUBE-SERVICES is written in full (as in kube-proxy).
+// BenchmarkRenderPartial: one service of N changed; only its chains and
+// its dispatch bucket are rewritten.
 func BenchmarkRenderPartial(b *testing.B) {
 	for _, n := range []int{1000, 5000} {
 		b.Run(fmt.Sprintf("services=%d/changed=1", n), func(b *testing.B) {
 			snap := benchSnapshot(b, n, benchEndpointsPerService)
 			cfg := rulestest.NodeConfig()
 			full := rules.Render(snap, cfg, rules.RenderOptions{Full: true})
-			existing := make([]string, 0, len(full.ActiveNATChains))
-			for c := range full.ActiveNATChains {
-				existing = append(existing, c)
-			}
 			changed := map[types.NamespacedName]bool{{Namespace: "bench", Name: "svc-" + strconv.Itoa(n/2)}: true}
 			b.ReportAllocs()
 			b.ResetTimer()
 			var out *rules.Rendered
 			for i := 0; i < b.N; i++ {
-				out = rules.Render(snap, cfg, rules.RenderOptions{Changed: changed, ExistingNATChains: existing})
+				out = rules.Render(snap, cfg, rules.RenderOptions{Changed: changed, Previous: full.Index})
 			}
 			b.ReportMetric(float64(len(out.Data)), "bytes/restore")
 			b.ReportMetric(float64(out.NATRules), "nat-rules")

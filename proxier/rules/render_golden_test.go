@@ -19,7 +19,19 @@ import (
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata/golden")
 
-// scenario is one renderer input; its golden file is testdata/golden/<name>.golden.
+// layouts are the rule layouts every scenario is rendered in; goldens of the
+// default (compact) layout are testdata/golden/<name>.golden, those of
+// kube-proxy's testdata/golden/kube-proxy/<name>.golden.
+var layouts = []rules.Layout{rules.LayoutCompact, rules.LayoutKubeProxy}
+
+func goldenPath(layout rules.Layout, name string) string {
+	if layout == rules.LayoutKubeProxy {
+		return filepath.Join("testdata", "golden", "kube-proxy", name+".golden")
+	}
+	return filepath.Join("testdata", "golden", name+".golden")
+}
+
+// scenario is one renderer input.
 type scenario struct {
 	name     string
 	services []*v1.Service
@@ -28,9 +40,12 @@ type scenario struct {
 	opts     rules.RenderOptions
 }
 
-func (s scenario) render(t *testing.T) *rules.Rendered {
+// render renders the scenario in layout. A partial scenario (Changed set)
+// renders over the Index of a full render of the same objects.
+func (s scenario) render(t *testing.T, layout rules.Layout) *rules.Rendered {
 	t.Helper()
 	cfg := rulestest.NodeConfig()
+	cfg.Layout = layout
 	if s.config != nil {
 		s.config(cfg)
 	}
@@ -39,8 +54,10 @@ func (s scenario) render(t *testing.T) *rules.Rendered {
 		t.Fatalf("BuildSnapshot: %v", err)
 	}
 	opts := s.opts
-	if !opts.Full && opts.Changed == nil {
+	if opts.Changed == nil {
 		opts.Full = true
+	} else if !opts.Full && opts.Previous == nil {
+		opts.Previous = rules.Render(snap, cfg, rules.RenderOptions{Full: true}).Index
 	}
 	return rules.Render(snap, cfg, opts)
 }
@@ -128,8 +145,6 @@ func scenarios() []scenario {
 		{name: "partial-sync", services: []*v1.Service{webService, testobj.Service("demo", "shop", "203.0.113.20", testobj.Port("http", v1.ProtocolTCP, 80))},
 			slices: []*discovery.EndpointSlice{webSlice, testobj.Slice("demo", "shop", "shop-1", testobj.TCPPort("http", 8080), testobj.Endpoint("198.51.100.4"))},
 			opts:   rules.RenderOptions{Changed: map[types.NamespacedName]bool{{Namespace: "demo", Name: "shop"}: true}}},
-		{name: "stale-chains", services: []*v1.Service{webService}, slices: []*discovery.EndpointSlice{webSlice},
-			opts: rules.RenderOptions{Full: true, ExistingNATChains: []string{"KUBE-SERVICES", "KUBE-SVC-GONEGONEGONEGONE", "KUBE-SEP-GONEGONEGONEGONE", "CNI-OTHER", rules.ClusterPolicyChain(testobj.WebPortName)}}},
 		{name: "pod-egress", services: []*v1.Service{webService}, slices: []*discovery.EndpointSlice{webSlice},
 			config: func(c *rules.NodeConfig) {
 				c.PodEgress = &rules.PodEgressMasquerade{PodSet: rulestest.PodSet, NoMasqSet: "SVCPROXY-NO-MASQ"}
@@ -146,35 +161,44 @@ func scenarios() []scenario {
 }
 
 func TestRenderGolden(t *testing.T) {
-	for _, sc := range scenarios() {
-		t.Run(sc.name, func(t *testing.T) {
-			got := sc.render(t).Data
-			path := filepath.Join("testdata", "golden", sc.name+".golden")
-			if *update {
-				if err := os.WriteFile(path, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test ./proxier -update to create it)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("output differs from %s (re-run with -update after checking):\n%s", path, lineDiff(want, got))
-			}
-		})
+	for _, layout := range layouts {
+		for _, sc := range scenarios() {
+			t.Run(string(layout)+"/"+sc.name, func(t *testing.T) {
+				checkGolden(t, goldenPath(layout, sc.name), sc.render(t, layout).Data)
+			})
+		}
+	}
+}
+
+// checkGolden compares got with the golden file at path (with -update,
+// writes it instead).
+func checkGolden(t *testing.T, path string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./proxier/rules -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("output differs from %s (re-run with -update after checking):\n%s", path, lineDiff(want, got))
 	}
 }
 
 // TestRenderDeterministic renders every scenario twice with freshly built
 // inputs (fresh maps, so a fresh iteration order) and demands identical bytes.
 func TestRenderDeterministic(t *testing.T) {
-	for _, sc := range scenarios() {
-		first := sc.render(t).Data
-		for i := 0; i < 5; i++ {
-			if again := sc.render(t).Data; !bytes.Equal(first, again) {
-				t.Fatalf("%s: output changed between runs:\n%s", sc.name, lineDiff(first, again))
+	for _, layout := range layouts {
+		for _, sc := range scenarios() {
+			first := sc.render(t, layout).Data
+			for i := 0; i < 5; i++ {
+				if again := sc.render(t, layout).Data; !bytes.Equal(first, again) {
+					t.Fatalf("%s/%s: output changed between runs:\n%s", layout, sc.name, lineDiff(first, again))
+				}
 			}
 		}
 	}

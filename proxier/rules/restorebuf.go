@@ -3,6 +3,7 @@ package rules
 import (
 	"bytes"
 	"slices"
+	"strings"
 
 	"github.com/svcproxy/svcproxy/iptables"
 )
@@ -15,57 +16,48 @@ type tableWriter struct {
 	name     string
 	declared map[string]bool
 	rules    map[string]*bytes.Buffer
-	deleted  []string
 	lines    int
-	// discard makes the writer count rules without keeping them; partial
-	// syncs use it for the chains of services that did not change.
-	discard bool
 }
 
 func newTableWriter(name string) *tableWriter {
 	return &tableWriter{name: name, declared: map[string]bool{}, rules: map[string]*bytes.Buffer{}}
 }
 
-func newDiscardWriter(name string) *tableWriter {
-	w := newTableWriter(name)
-	w.discard = true
-	return w
-}
-
 // declare writes ":chain - [0:0]", which creates the chain or flushes it.
 func (w *tableWriter) declare(chain string) {
-	if !w.discard {
-		w.declared[chain] = true
-	}
+	w.declared[chain] = true
 }
 
 // rule appends "-A chain args..." to the chain's block.
 func (w *tableWriter) rule(chain string, args ...string) {
+	w.raw(chain, ruleLine(chain, args))
+}
+
+// raw appends a rule already in restore form ("-A chain args\n").
+func (w *tableWriter) raw(chain, line string) {
 	w.lines++
-	if w.discard {
-		return
-	}
 	buf := w.rules[chain]
 	if buf == nil {
 		buf = &bytes.Buffer{}
 		w.rules[chain] = buf
 	}
-	buf.WriteString("-A ")
-	buf.WriteString(chain)
+	buf.WriteString(line)
+}
+
+// ruleLine is "-A chain args...\n".
+func ruleLine(chain string, args []string) string {
+	var b strings.Builder
+	b.WriteString("-A ")
+	b.WriteString(chain)
 	for _, a := range args {
-		buf.WriteByte(' ')
-		buf.WriteString(a)
+		b.WriteByte(' ')
+		b.WriteString(a)
 	}
-	buf.WriteByte('\n')
+	b.WriteByte('\n')
+	return b.String()
 }
 
-// deleteChain flushes (by declaring) and then deletes a stale chain.
-func (w *tableWriter) deleteChain(chain string) {
-	w.declare(chain)
-	w.deleted = append(w.deleted, chain)
-}
-
-// writeTo emits "*table", declarations, rules, deletions and COMMIT.
+// writeTo emits "*table", declarations, rules and COMMIT.
 func (w *tableWriter) writeTo(out *bytes.Buffer) {
 	out.WriteString("*" + w.name + "\n")
 	chains := make([]string, 0, len(w.declared))
@@ -83,11 +75,6 @@ func (w *tableWriter) writeTo(out *bytes.Buffer) {
 	slices.Sort(withRules)
 	for _, c := range withRules {
 		out.Write(w.rules[c].Bytes())
-	}
-	deleted := slices.Clone(w.deleted)
-	slices.Sort(deleted)
-	for _, c := range deleted {
-		out.WriteString("-X " + c + "\n")
 	}
 	out.WriteString("COMMIT\n")
 }

@@ -32,6 +32,7 @@ type dumpOptions struct {
 	ifacePrefix        string
 	podEgress          bool
 	noMasqCIDRs        []string
+	ruleLayout         string
 }
 
 func newDumpCommand() *cobra.Command {
@@ -79,6 +80,7 @@ func (o *dumpOptions) addNodeFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.ifacePrefix, "pod-interface-name-prefix", "", "the pod interface name prefix, for --detect-local-mode=InterfaceNamePrefix")
 	f.BoolVar(&o.podEgress, "masquerade-pod-egress", false, "masquerade pod traffic to destinations outside --cluster-cidr and --no-masquerade-cidrs")
 	f.StringSliceVar(&o.noMasqCIDRs, "no-masquerade-cidrs", nil, "destinations --masquerade-pod-egress never masquerades")
+	f.StringVar(&o.ruleLayout, "rule-layout", "compact", "compact or kube-proxy (kube-proxy's exact chains); see svcproxy --help")
 }
 
 func (o *dumpOptions) run(cmd *cobra.Command) ([]byte, error) {
@@ -131,6 +133,8 @@ func dumpFlag(s nodeconfig.Setting) string {
 		return "--cluster-cidr"
 	case nodeconfig.SettingMasqueradePodEgress:
 		return "--masquerade-pod-egress"
+	case nodeconfig.SettingRuleLayout:
+		return "--rule-layout"
 	}
 	return fmt.Sprintf("setting %d", s)
 }
@@ -167,6 +171,7 @@ func (o *dumpOptions) nodeConfig(nodes []*v1.Node) (*rules.NodeConfig, error) {
 		ClusterCIDRs:        cidrs,
 		MasqueradePodEgress: o.podEgress,
 		NoMasqueradeCIDRs:   noMasq,
+		RuleLayout:          o.ruleLayout,
 	}
 	if err := settings.Validate(dumpFlag); err != nil {
 		errs = append(errs, err)

@@ -27,6 +27,7 @@ import (
 
 	"github.com/svcproxy/svcproxy/iptables"
 	"github.com/svcproxy/svcproxy/proxier/nodeconfig"
+	"github.com/svcproxy/svcproxy/proxier/rules"
 )
 
 // Proxy modes. svcproxy implements only kube-proxy's iptables mode.
@@ -131,6 +132,11 @@ type Config struct {
 	// NoMasqueradeCIDRs: --no-masquerade-cidrs only (svcproxy extra).
 	// Destinations never masqueraded by MasqueradePodEgress.
 	NoMasqueradeCIDRs []netip.Prefix
+
+	// RuleLayout: svcproxy.ruleLayout in the file, --rule-layout (svcproxy
+	// extra): "compact" (the default) or "kube-proxy" (kube-proxy's exact
+	// chains); see rules.Layout.
+	RuleLayout string
 }
 
 // DetectLocal holds the interface settings of the interface-based
@@ -173,6 +179,7 @@ func Defaults() Config {
 		MinSyncPeriod:      time.Second,
 		ConfigSyncPeriod:   15 * time.Minute,
 		DetectLocalMode:    nodeconfig.LocalModeClusterCIDR,
+		RuleLayout:         string(rules.LayoutCompact),
 		OOMScoreAdj:        -999,
 		Conntrack: Conntrack{
 			MaxPerCore:            32 * 1024,
@@ -310,6 +317,7 @@ func (c *Config) NodeSettings() nodeconfig.Settings {
 		BindAddress:         c.BindAddress,
 		MasqueradePodEgress: c.MasqueradePodEgress,
 		NoMasqueradeCIDRs:   c.NoMasqueradeCIDRs,
+		RuleLayout:          c.RuleLayout,
 	}
 }
 
@@ -328,6 +336,8 @@ func settingName(s nodeconfig.Setting) string {
 		return name("clusterCIDR", "cluster-cidr")
 	case nodeconfig.SettingMasqueradePodEgress:
 		return "--masquerade-pod-egress"
+	case nodeconfig.SettingRuleLayout:
+		return name("svcproxy.ruleLayout", "rule-layout")
 	}
 	return fmt.Sprintf("setting %d", s)
 }

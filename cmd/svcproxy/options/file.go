@@ -49,35 +49,63 @@ var removedFields = map[string]string{
 // field is duplicated or of the wrong type; clusterCIDR is not a CIDR list.
 // Semantic checks (ranges, modes) are left to Config.Validate.
 func LoadConfigFile(path string) (Config, []string, error) {
-	kp, warnings, err := decodeConfigFile(path)
+	kp, ext, warnings, err := decodeConfigFile(path)
 	if err != nil {
 		return Config{}, nil, err
 	}
 	cfg, w, err := fromV1Alpha1(kp, path)
+	if ext.RuleLayout != "" {
+		cfg.RuleLayout = ext.RuleLayout
+	}
 	return cfg, append(warnings, w...), err
 }
 
-// decodeConfigFile strictly decodes path into a v1alpha1 configuration.
-func decodeConfigFile(path string) (*v1alpha1.KubeProxyConfiguration, []string, error) {
+// Extensions is the file's "svcproxy" section: svcproxy's own settings
+// beside kube-proxy's. kube-proxy, should the file go back to it, warns
+// about the unknown field and carries on.
+//
+//	apiVersion: kubeproxy.config.k8s.io/v1alpha1
+//	kind: KubeProxyConfiguration
+//	svcproxy:
+//	  ruleLayout: kube-proxy
+type Extensions struct {
+	// RuleLayout is --rule-layout.
+	RuleLayout string `json:"ruleLayout,omitempty"`
+}
+
+// extensionsKey is the field of the file that holds Extensions.
+const extensionsKey = "svcproxy"
+
+// decodeConfigFile strictly decodes path into a v1alpha1 configuration and
+// svcproxy's extensions.
+func decodeConfigFile(path string) (*v1alpha1.KubeProxyConfiguration, Extensions, []string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading config file: %w", err)
+		return nil, Extensions{}, nil, fmt.Errorf("reading config file: %w", err)
 	}
 	return decodeConfig(data, path)
 }
 
-func decodeConfig(data []byte, path string) (*v1alpha1.KubeProxyConfiguration, []string, error) {
+func decodeConfig(data []byte, path string) (*v1alpha1.KubeProxyConfiguration, Extensions, []string, error) {
+	var ext Extensions
 	if len(bytes.TrimSpace(data)) == 0 {
-		return nil, nil, fmt.Errorf("%s: config file is empty", path)
+		return nil, ext, nil, fmt.Errorf("%s: config file is empty", path)
 	}
 	// YAMLToJSONStrict rejects duplicate keys.
 	js, err := yaml.YAMLToJSONStrict(data)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
+		return nil, ext, nil, fmt.Errorf("%s: %w", path, err)
 	}
 	var raw map[string]any
 	if err := json.Unmarshal(js, &raw); err != nil || raw == nil {
-		return nil, nil, fmt.Errorf("%s: not a %s object", path, Kind)
+		return nil, ext, nil, fmt.Errorf("%s: not a %s object", path, Kind)
+	}
+	if section, ok := raw[extensionsKey]; ok {
+		delete(raw, extensionsKey)
+		b, _ := json.Marshal(section)
+		if err := yaml.UnmarshalStrict(b, &ext); err != nil {
+			return nil, ext, nil, fmt.Errorf("%s: %s: %w", path, extensionsKey, err)
+		}
 	}
 
 	var errs []error
@@ -114,17 +142,17 @@ func decodeConfig(data []byte, path string) (*v1alpha1.KubeProxyConfiguration, [
 		errs = append(errs, errors.New(msg))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return nil, nil, err
+		return nil, ext, nil, err
 	}
 
 	if js, err = json.Marshal(raw); err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
+		return nil, ext, nil, fmt.Errorf("%s: %w", path, err)
 	}
 	kp := &v1alpha1.KubeProxyConfiguration{}
 	if err := yaml.UnmarshalStrict(js, kp); err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
+		return nil, ext, nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return kp, warnings, nil
+	return kp, ext, warnings, nil
 }
 
 type unknownField struct {
@@ -448,6 +476,13 @@ func MarshalConfig(c *Config) ([]byte, error) {
 	}
 	if len(c.NoMasqueradeCIDRs) > 0 {
 		extra = append(extra, "--no-masquerade-cidrs="+joinPrefixes(c.NoMasqueradeCIDRs))
+	}
+	if c.RuleLayout != d.RuleLayout && c.RuleLayout != "" {
+		section, err := yaml.Marshal(map[string]Extensions{extensionsKey: {RuleLayout: c.RuleLayout}})
+		if err != nil {
+			return nil, err
+		}
+		body = append(body, section...)
 	}
 	if len(extra) == 0 {
 		return body, nil

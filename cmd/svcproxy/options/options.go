@@ -101,6 +101,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 
 	// svcproxy extras: not in the file, so always taken from the flags.
 	fs.StringVar((*string)(&c.IPTablesBackend), "iptables-backend", string(c.IPTablesBackend), "Which iptables to drive: 'auto' (detect which backend holds the system's rules), 'nft' (iptables-nft) or 'legacy' (iptables-legacy).")
+	fs.StringVar(&c.RuleLayout, "rule-layout", c.RuleLayout, "Shape of the rules: 'compact' (a KUBE-SEP chain only for endpoints that may be the client itself, the rest DNATed from the service chain; KUBE-SERVICES dispatched by destination above 256 service ports) or 'kube-proxy' (kube-proxy's exact layout). Chain names and comments are kube-proxy's in both. Also svcproxy.ruleLayout in the config file.")
 	fs.BoolVar(&c.MasqueradePodEgress, "masquerade-pod-egress", c.MasqueradePodEgress, "Masquerade traffic from pods to destinations outside the cluster CIDRs and --no-masquerade-cidrs.")
 	fs.Var(&prefixListValue{p: &c.NoMasqueradeCIDRs}, "no-masquerade-cidrs", "Comma-separated CIDRs that --masquerade-pod-egress never masquerades traffic to.")
 
@@ -243,7 +244,7 @@ func (o *Options) Complete(fs *pflag.FlagSet) error {
 	}
 
 	if o.ConfigFile != "" {
-		kp, w, err := decodeConfigFile(o.ConfigFile)
+		kp, ext, w, err := decodeConfigFile(o.ConfigFile)
 		if err != nil {
 			return err
 		}
@@ -272,6 +273,10 @@ func (o *Options) Complete(fs *pflag.FlagSet) error {
 		cfg.IPTablesBackend = o.Config.IPTablesBackend
 		cfg.MasqueradePodEgress = o.Config.MasqueradePodEgress
 		cfg.NoMasqueradeCIDRs = o.Config.NoMasqueradeCIDRs
+		cfg.RuleLayout = o.Config.RuleLayout
+		if ext.RuleLayout != "" {
+			cfg.RuleLayout = ext.RuleLayout // the file wins, as for kube-proxy's own fields
+		}
 		o.Config = cfg
 
 		if err := applyFileLogging(fs, uint32(kp.Logging.Verbosity), vmoduleString(kp)); err != nil {

@@ -154,6 +154,7 @@ func TestDefaults(t *testing.T) {
 			TCPCloseWaitTimeout:   time.Hour,
 		},
 		FeatureGates: map[string]bool{},
+		RuleLayout:   "compact",
 	}
 	if !reflect.DeepEqual(o.Config, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", o.Config, want)
@@ -656,5 +657,44 @@ func TestAddKlogFlags(t *testing.T) {
 	t.Cleanup(func() { _ = v.Value.Set(old) })
 	if err := fs.Parse([]string{"-v=4"}); err != nil || v.Value.String() != "4" {
 		t.Errorf("-v=4: %v, value %s", err, v.Value.String())
+	}
+}
+
+// The rule layout is --rule-layout, or the file's svcproxy.ruleLayout (the
+// file wins, as for kube-proxy's own fields); a bad value names both.
+func TestRuleLayout(t *testing.T) {
+	o, _ := mustParse(t, "--rule-layout=kube-proxy")
+	if o.Config.RuleLayout != "kube-proxy" {
+		t.Errorf("--rule-layout: %q", o.Config.RuleLayout)
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "config.conf")
+	if err := os.WriteFile(file, []byte("apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nsvcproxy:\n  ruleLayout: kube-proxy\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o, _ = mustParse(t, "--config="+file, "--rule-layout=compact")
+	if o.Config.RuleLayout != "kube-proxy" {
+		t.Errorf("file svcproxy.ruleLayout: %q", o.Config.RuleLayout)
+	}
+	// Written back, it round-trips.
+	out := filepath.Join(dir, "out.yaml")
+	if err := o.WriteConfigTo(out); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, _, err := LoadConfigFile(out); err != nil || cfg.RuleLayout != "kube-proxy" {
+		t.Errorf("round trip: %q, %v", cfg.RuleLayout, err)
+	}
+	if err := os.WriteFile(file, []byte("apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nsvcproxy:\n  ruleLayot: kube-proxy\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := LoadConfigFile(file); err == nil || !strings.Contains(err.Error(), "svcproxy") {
+		t.Errorf("unknown svcproxy field: %v", err)
+	}
+	o, _, err := parse(t, "--rule-layout=tiny")
+	if err == nil {
+		err = o.Validate()
+	}
+	if err == nil || !strings.Contains(err.Error(), `svcproxy.ruleLayout (--rule-layout): "tiny" is not a rule layout`) {
+		t.Errorf("bad layout: %v", err)
 	}
 }
