@@ -165,8 +165,8 @@ func TestStaleChainsDeletedInBatches(t *testing.T) {
 		t.Errorf("after the first sync %d old chains remain, want %d (one batch of %d deleted, the SVC chain first)", got, 501, StaleBatch)
 	}
 	mustSync(t, p)
-	if got := countPrefix(ipt, "KUBE-SEP-OLD") + countPrefix(ipt, "KUBE-SVC-OLD"); got != 0 || p.stale.count() != 0 {
-		t.Errorf("after the second sync %d old chains remain (%d pending)", got, p.stale.count())
+	if got := countPrefix(ipt, "KUBE-SEP-OLD") + countPrefix(ipt, "KUBE-SVC-OLD"); got != 0 || p.prog.stale.count() != 0 {
+		t.Errorf("after the second sync %d old chains remain (%d pending)", got, p.prog.stale.count())
 	}
 	if ipt.Saves() != 0 {
 		t.Errorf("syncs ran iptables-save %d times", ipt.Saves())

@@ -69,7 +69,7 @@ func (p *Proxier) watchCanary(ctx context.Context) {
 			return
 		case <-p.clock.After(p.canaryInterval()):
 		}
-		if !p.canariesMade.Load() {
+		if !p.prog.CanariesMade() {
 			continue
 		}
 		checkCtx, cancel := context.WithTimeout(ctx, 30*time.Second)

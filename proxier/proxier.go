@@ -87,9 +87,6 @@ type Proxier struct {
 	servicesSynced, slicesSynced atomic.Bool
 	// fullRequested is set by the canary watcher for the sync goroutine.
 	fullRequested atomic.Bool
-	// canariesMade is set by the sync goroutine once a full sync created
-	// the canary chains, for the canary watcher.
-	canariesMade atomic.Bool
 
 	nodeMu   sync.Mutex
 	nodeConf *rules.NodeConfig
@@ -99,11 +96,8 @@ type Proxier struct {
 	needFullSync bool
 	lastFullSync time.Time
 	lastNodeConf *rules.NodeConfig
-	// lastIndex describes the rules the last successful sync left in the
-	// kernel; partial syncs start from it.
-	lastIndex *rules.Index
-	// stale are chains of ours no rule uses, deleted a batch per sync.
-	stale staleChains
+	// prog writes the rules and remembers what it wrote.
+	prog *Programmer
 }
 
 // New validates cfg and returns a Proxier. It starts nothing: call Run.
@@ -127,8 +121,8 @@ func New(cfg Config) (*Proxier, error) {
 		nodeConf:     nodeConf,
 		snapshot:     model.NewSnapshot(),
 		needFullSync: true,
-		stale:        staleChains{},
 	}
+	p.prog = NewProgrammer(cfg.IPTables, string(p.family), cfg.Clock, p.log)
 	retry := min(cfg.SyncPeriod, time.Second*30)
 	r, err := async.NewBoundedFrequencyRunner("sync-proxy-rules-"+string(p.family), p.syncProxyRules, cfg.MinSyncPeriod, retry, cfg.SyncPeriod, cfg.Clock)
 	if err != nil {
@@ -267,7 +261,7 @@ func (p *Proxier) syncProxyRules(ctx context.Context) error {
 	metrics.ServiceChangesPending.Set(0)
 	metrics.EndpointChangesPending.Set(0)
 
-	rendered, err := p.apply(ctx, nodeConf, full, changed)
+	rendered, err := p.program(ctx, nodeConf, full, changed)
 	if rendered != nil {
 		full = rendered.Full
 	}
@@ -288,17 +282,8 @@ func (p *Proxier) syncProxyRules(ctx context.Context) error {
 	}
 	p.needFullSync = false
 	p.lastNodeConf = nodeConf
-	p.lastIndex = rendered.Index
 	if full {
 		p.lastFullSync = start
-		p.findStaleChains(ctx)
-		if err := EnsureCanaries(ctx, p.cfg.IPTables); err != nil {
-			p.log.Error(err, "Failed to create canary chains; table flushes will be noticed only at periodic full syncs")
-		} else {
-			p.canariesMade.Store(true)
-		}
-	} else {
-		p.stale.add(rendered.Unreferenced)
 	}
 	for _, t := range triggers {
 		metrics.NetworkProgrammingLatency.WithLabelValues(family).Observe(metrics.SinceInSeconds(t))
@@ -316,18 +301,23 @@ func (p *Proxier) syncProxyRules(ctx context.Context) error {
 		}
 		sh.SyncEndpoints(model.LocalReadyEndpoints(p.snapshot, nodeConf.Topology.NodeName))
 	}
-	deleted := p.deleteStaleBatch(ctx)
+	deleted, left := p.prog.DeleteStale(ctx)
+	if left > 0 {
+		p.Sync() // the next batch, after MinSyncPeriod
+	}
 	took := p.clock.Since(start)
 	if full {
 		p.log.Info("Synced all proxy rules", "layout", rendered.Index.Layout(), "servicePorts", len(p.snapshot.Services),
-			"natRules", rendered.NATRulesTotal, "restoreBytes", len(rendered.Data), "staleChainsDeleted", deleted, "staleChainsLeft", p.stale.count(), "elapsed", took)
+			"natRules", rendered.NATRulesTotal, "restoreBytes", len(rendered.Data), "staleChainsDeleted", deleted, "staleChainsLeft", left, "elapsed", took)
 	} else {
 		p.log.V(2).Info("Synced proxy rules", "changedServices", len(changed), "restoreBytes", len(rendered.Data), "staleChainsDeleted", deleted, "elapsed", took)
 	}
 	return nil
 }
 
-func (p *Proxier) apply(ctx context.Context, nodeConf *rules.NodeConfig, full bool, changed map[types.NamespacedName]bool) (*rules.Rendered, error) {
+// program brings the ipsets up to date, then the rules, and reports the
+// rule counts.
+func (p *Proxier) program(ctx context.Context, nodeConf *rules.NodeConfig, full bool, changed map[types.NamespacedName]bool) (*rules.Rendered, error) {
 	family := string(p.family)
 	if p.cfg.Sets != nil {
 		if err := p.cfg.Sets(ctx, nodeConf); err != nil {
@@ -335,14 +325,8 @@ func (p *Proxier) apply(ctx context.Context, nodeConf *rules.NodeConfig, full bo
 			return nil, fmt.Errorf("ipsets: %w", err)
 		}
 	}
-	rendered, err := Apply(ctx, p.cfg.IPTables, ApplyRequest{Snapshot: p.snapshot, Config: nodeConf, Full: full, Changed: changed, Previous: p.lastIndex, Clock: p.clock})
+	rendered, err := p.prog.Program(ctx, ProgramRequest{Snapshot: p.snapshot, Config: nodeConf, Full: full, Changed: changed})
 	if err != nil {
-		var re *iptables.RestoreError
-		if errors.As(err, &re) {
-			p.log.Error(err, "Failed to execute iptables-restore", "full", full, "line", re.Line, "rules", re.Lines)
-		} else {
-			p.log.Error(err, "Failed to sync proxy rules", "full", full)
-		}
 		return rendered, err
 	}
 	metrics.IPTablesRulesTotal.WithLabelValues("filter", family).Set(float64(rendered.FilterRules))
@@ -352,51 +336,6 @@ func (p *Proxier) apply(ctx context.Context, nodeConf *rules.NodeConfig, full bo
 	metrics.SyncProxyRulesNoLocalEndpointsTotal.WithLabelValues("internal", family).Set(float64(rendered.NoLocalEndpointsInternal))
 	metrics.SyncProxyRulesNoLocalEndpointsTotal.WithLabelValues("external", family).Set(float64(rendered.NoLocalEndpointsExternal))
 	return rendered, nil
-}
-
-// findStaleChains lists the chains of our tables (cheap even at 100,000
-// chains, see iptables.Interface.ListChains) after a full sync, which
-// catches chains left by an earlier run or by kube-proxy. A failed listing
-// is logged and counted; the chains are then found at the next full sync.
-func (p *Proxier) findStaleChains(ctx context.Context) {
-	active := p.lastIndex.Chains()
-	for _, table := range staleTables {
-		existing, err := p.cfg.IPTables.ListChains(ctx, table)
-		if err != nil {
-			p.log.Error(err, "Failed to list chains; stale chains stay until the next full sync", "table", table)
-			metrics.IPTablesReadFailuresTotal.WithLabelValues(string(p.family), "list chains").Inc()
-			continue
-		}
-		p.stale.replace(table, existing, active[string(table)])
-	}
-	metrics.StaleChainsPending.WithLabelValues(string(p.family)).Set(float64(p.stale.count()))
-}
-
-// deleteStaleBatch deletes up to StaleBatch stale chains and, when more
-// remain, asks for another sync. A failure is logged and counted, and the
-// batch is dropped (the next full sync finds whatever is left).
-func (p *Proxier) deleteStaleBatch(ctx context.Context) int {
-	if p.stale.count() == 0 {
-		return 0
-	}
-	family := string(p.family)
-	batch := p.stale.take(StaleBatch, p.lastIndex.Chains())
-	n := 0
-	for _, chains := range batch {
-		n += len(chains)
-	}
-	if err := deleteChains(ctx, p.cfg.IPTables, batch); err != nil {
-		p.log.Error(err, "Failed to delete stale chains")
-		metrics.StaleChainDeletionFailuresTotal.WithLabelValues(family).Inc()
-		n = 0
-	} else {
-		metrics.StaleChainsDeletedTotal.WithLabelValues(family).Add(float64(n))
-	}
-	metrics.StaleChainsPending.WithLabelValues(family).Set(float64(p.stale.count()))
-	if p.stale.count() > 0 {
-		p.Sync()
-	}
-	return n
 }
 
 // cleanStaleUDPFlows deletes UDP conntrack entries that still point at

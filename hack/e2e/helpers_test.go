@@ -53,6 +53,7 @@ type svcSpec struct {
 	nodePort int32
 	local    bool // externalTrafficPolicy: Local (NodePort only)
 	labels   map[string]string
+	affinity int32 // sessionAffinity ClientIP with this timeout, if > 0
 }
 
 func (s svcSpec) service() *corev1.Service {
@@ -71,6 +72,10 @@ func (s svcSpec) service() *corev1.Service {
 		if s.local {
 			svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
 		}
+	}
+	if s.affinity > 0 {
+		svc.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+		svc.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr.To(s.affinity)}}
 	}
 	if s.udp {
 		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{

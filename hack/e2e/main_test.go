@@ -51,6 +51,7 @@ type env struct {
 	mu      sync.Mutex
 	daemons map[int]*lab.Proc // by node index
 	started map[int]time.Time // when each daemon was started
+	extra   map[int][]string  // flags added to a node's daemon (a test sets and resets them)
 	echos   []*lab.Proc
 	binDir  string // temp dir holding bin (removed at teardown)
 }
@@ -118,7 +119,7 @@ func buildEnv() (skip string, e *env, err error) {
 			"  and install the tools with hack/install-deps.sh", err, lab.KubeBinary("kube-apiserver")), nil, nil
 	}
 	start := time.Now()
-	e = &env{daemons: map[int]*lab.Proc{}, started: map[int]time.Time{}}
+	e = &env{daemons: map[int]*lab.Proc{}, started: map[int]time.Time{}, extra: map[int][]string{}}
 	shared = e // so that teardown can clean up a half-built environment
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -225,10 +226,14 @@ func (e *env) createClusterObjects(ctx context.Context) error {
 	return nil
 }
 
-// daemonArgs is kube-proxy's command line, as a DaemonSet would pass it.
+// daemonArgs is kube-proxy's command line, as a DaemonSet would pass it,
+// plus the node's extra flags.
 func (e *env) daemonArgs(i int) []string {
 	n := e.lab.Node(i)
-	return []string{e.bin,
+	e.mu.Lock()
+	extra := e.extra[i]
+	e.mu.Unlock()
+	return append([]string{e.bin,
 		"--kubeconfig", e.cp.Kubeconfig(),
 		"--hostname-override", n.Name,
 		"--cluster-cidr", lab.PodNetwork,
@@ -240,7 +245,7 @@ func (e *env) daemonArgs(i int) []string {
 		// namespace; kind runs kube-proxy the same way.
 		"--conntrack-max-per-core", "0",
 		"--v", "2",
-	}
+	}, extra...)
 }
 
 func (e *env) startDaemon(i int) error {

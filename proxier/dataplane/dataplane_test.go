@@ -16,6 +16,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
 
 	"github.com/svcproxy/svcproxy/hack/lab"
 	"github.com/svcproxy/svcproxy/iptables"
@@ -53,6 +54,10 @@ type env struct {
 	lab  *lab.Lab
 	objs *objfile.Objects
 	ipt  map[int]iptables.Interface // per node index
+	// prog writes each node's rules as the daemon's sync loop does
+	// (partial syncs from the last Index, stale chains deleted).
+	prog   map[int]*proxier.Programmer
+	layout rules.Layout
 }
 
 // upLab brings up a lab whose prefix is stem + this process's pid
@@ -99,20 +104,22 @@ func setup(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, lab: l, objs: objs, ipt: map[int]iptables.Interface{}}
+	e := &env{t: t, lab: l, objs: objs, ipt: map[int]iptables.Interface{}, prog: map[int]*proxier.Programmer{}}
 	for _, n := range l.Nodes {
 		ipt, err := iptables.New(iptables.NetnsExecutor{Namespace: n.NS}, iptables.Options{})
 		if err != nil {
 			t.Fatalf("iptables in %s: %v", n.NS, err)
 		}
 		e.ipt[n.Index] = ipt
+		e.prog[n.Index] = proxier.NewProgrammer(ipt, "IPv4", nil, klog.Background())
 		e.sync(n.Index, objs.Services, objs.EndpointSlices, nil)
 	}
 	return e
 }
 
-// sync renders the objects for node i and applies them as the daemon does.
-// A partial sync (changed != nil) rewrites only the changed services' chains.
+// sync renders the objects for node i and applies them as the daemon does,
+// in e.layout. A partial sync (changed != nil) rewrites only what the
+// changed services touch; stale chains are then deleted, all batches.
 func (e *env) sync(i int, services []*v1.Service, slices []*discovery.EndpointSlice, changed map[types.NamespacedName]bool) {
 	e.t.Helper()
 	n := e.lab.Node(i)
@@ -127,12 +134,19 @@ func (e *env) sync(i int, services []*v1.Service, slices []*discovery.EndpointSl
 		LocalDetector:      rules.DetectByCIDR(mustPrefix(lab.PodNetwork)),
 		RandomFully:        e.ipt[i].HasRandomFully(),
 		LocalhostNodePorts: true,
+		Layout:             e.layout,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := proxier.Apply(ctx, e.ipt[i], proxier.ApplyRequest{Snapshot: snap, Config: cfg, Full: changed == nil, Changed: changed}); err != nil {
-		e.t.Fatalf("apply on %s: %v", n.Name, err)
+	if _, err := e.prog[i].Program(ctx, proxier.ProgramRequest{Snapshot: snap, Config: cfg, Full: changed == nil, Changed: changed}); err != nil {
+		e.t.Fatalf("sync on %s: %v", n.Name, err)
 	}
+	for range 1000 { // bounded: each round deletes a batch
+		if _, left := e.prog[i].DeleteStale(ctx); left == 0 {
+			return
+		}
+	}
+	e.t.Fatalf("stale chains on %s never all deleted", n.Name)
 }
 
 // hits sends count requests (each must be answered within 3s) and returns
