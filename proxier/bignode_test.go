@@ -9,6 +9,7 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/svcproxy/svcproxy/iptables"
@@ -22,21 +23,8 @@ import (
 
 func newClockedProxier(t *testing.T, clk *clocktesting.FakeClock) (*Proxier, *iptables.Fake) {
 	t.Helper()
-	ipt := iptables.NewFake(iptables.IPv4)
-	p, err := New(Config{
-		IPTables:      ipt,
-		NodeConfig:    func(*v1.Node) *rules.NodeConfig { return rulestest.NodeConfig() },
-		SyncPeriod:    30 * time.Second,
-		MinSyncPeriod: time.Second,
-		Clock:         clk,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.OnServicesSynced()
-	p.OnEndpointSlicesSynced()
-	p.OnServiceAdd(webService)
-	p.OnEndpointSliceAdd(webSlice)
+	p, ipt := newTestProxier(t, func(c *Config) { c.Clock = clk })
+	listed(p, []*v1.Service{webService}, []*discovery.EndpointSlice{webSlice})
 	return p, ipt
 }
 
@@ -46,20 +34,14 @@ func newClockedProxier(t *testing.T, clk *clocktesting.FakeClock) (*Proxier, *ip
 // in kube-proxy's layout (about 130,000 lines) working for 6 minutes.
 func TestSlowRestoreIsNotKilled(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Unix(1_700_000_000, 0))
-	ipt := iptables.NewFake(iptables.IPv4)
 	cfg := rulestest.NodeConfig()
 	cfg.Layout = rules.LayoutKubeProxy
-	p, err := New(Config{IPTables: ipt, NodeConfig: func(*v1.Node) *rules.NodeConfig { return cfg }, SyncPeriod: 30 * time.Second, MinSyncPeriod: time.Second, Clock: clk})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.OnServicesSynced()
-	p.OnEndpointSlicesSynced()
+	p, ipt := newTestProxier(t, func(c *Config) {
+		c.Clock = clk
+		c.NodeConfig = func(*v1.Node) *rules.NodeConfig { return cfg }
+	})
 	svcs, slices := testobj.Many(3000, 10)
-	for i := range svcs {
-		p.OnServiceAdd(svcs[i])
-		p.OnEndpointSliceAdd(slices[i])
-	}
+	listed(p, svcs, slices)
 	ipt.BeforeRestore = func(ctx context.Context) error {
 		// Six minutes pass while the restore works, in steps, as the
 		// progress ticker and any timer would see them.
@@ -153,10 +135,7 @@ func TestStaleChainsDeletedInBatches(t *testing.T) {
 	if err := ipt.Restore(ctx, []byte(leftover.String()), iptables.RestoreOptions{NoFlush: true}); err != nil {
 		t.Fatal(err)
 	}
-	p.OnServicesSynced()
-	p.OnEndpointSlicesSynced()
-	p.OnServiceAdd(webService)
-	p.OnEndpointSliceAdd(webSlice)
+	listed(p, []*v1.Service{webService}, []*discovery.EndpointSlice{webSlice})
 	mustSync(t, p)
 	if natChain(ipt, rules.ClusterPolicyChain(testobj.WebPortName)) == nil {
 		t.Fatal("the first sync did not write the rules")

@@ -19,19 +19,37 @@ import (
 	"github.com/svcproxy/svcproxy/proxier/rules/rulestest"
 )
 
-func newTestProxier(t *testing.T) (*Proxier, *iptables.Fake) {
+// newTestProxier returns a Proxier over a fresh fake iptables, for node1 of
+// rulestest; edits adjust its Config first.
+func newTestProxier(t *testing.T, edits ...func(*Config)) (*Proxier, *iptables.Fake) {
 	t.Helper()
 	ipt := iptables.NewFake(iptables.IPv4)
-	p, err := New(Config{
+	cfg := Config{
 		IPTables:      ipt,
 		NodeConfig:    func(*v1.Node) *rules.NodeConfig { return rulestest.NodeConfig() },
 		SyncPeriod:    30e9,
 		MinSyncPeriod: 1e9,
-	})
+	}
+	for _, edit := range edits {
+		edit(&cfg)
+	}
+	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return p, ipt
+}
+
+// listed feeds p the objects as its informers' initial lists.
+func listed(p *Proxier, services []*v1.Service, slices []*discovery.EndpointSlice) {
+	for _, s := range services {
+		p.OnServiceAdd(s)
+	}
+	for _, s := range slices {
+		p.OnEndpointSliceAdd(s)
+	}
+	p.OnServicesSynced()
+	p.OnEndpointSlicesSynced()
 }
 
 // syncedWithWeb returns a proxier whose informers have listed, after a first
@@ -39,10 +57,7 @@ func newTestProxier(t *testing.T) (*Proxier, *iptables.Fake) {
 func syncedWithWeb(t *testing.T) (*Proxier, *iptables.Fake) {
 	t.Helper()
 	p, ipt := newTestProxier(t)
-	p.OnServicesSynced()
-	p.OnEndpointSlicesSynced()
-	p.OnServiceAdd(webService)
-	p.OnEndpointSliceAdd(webSlice)
+	listed(p, []*v1.Service{webService}, []*discovery.EndpointSlice{webSlice})
 	mustSync(t, p)
 	return p, ipt
 }
@@ -367,16 +382,7 @@ func TestPendingChangeCounts(t *testing.T) {
 // a node with 100,000 chains): a full sync lists chain names, a partial one
 // knows its stale chains from what it rendered, and both delete them.
 func TestSyncsNeverSaveATable(t *testing.T) {
-	ipt := iptables.NewFake(iptables.IPv4)
-	p, err := New(Config{IPTables: ipt, NodeConfig: func(*v1.Node) *rules.NodeConfig { return rulestest.NodeConfig() }, SyncPeriod: 30e9, MinSyncPeriod: 1e9})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.OnServicesSynced()
-	p.OnEndpointSlicesSynced()
-	p.OnServiceAdd(webService)
-	p.OnEndpointSliceAdd(webSlice)
-	mustSync(t, p)
+	p, ipt := syncedWithWeb(t)
 	scaled := webSlice.DeepCopy()
 	scaled.Endpoints = scaled.Endpoints[:1]
 	p.OnEndpointSliceUpdate(webSlice, scaled)

@@ -12,7 +12,6 @@ import (
 
 	"github.com/svcproxy/svcproxy/iptables"
 	"github.com/svcproxy/svcproxy/iptables/trace"
-	"github.com/svcproxy/svcproxy/proxier/model"
 	"github.com/svcproxy/svcproxy/proxier/model/testobj"
 	"github.com/svcproxy/svcproxy/proxier/rules"
 	"github.com/svcproxy/svcproxy/proxier/rules/rulestest"
@@ -60,15 +59,7 @@ func applyToFake(t *testing.T, sc scenario) layoutFakes {
 
 func applyLayout(t *testing.T, sc scenario, layout rules.Layout) *iptables.Fake {
 	t.Helper()
-	cfg := rulestest.NodeConfig()
-	cfg.Layout = layout
-	if sc.config != nil {
-		sc.config(cfg)
-	}
-	snap, err := model.BuildSnapshot(sc.services, sc.slices, cfg.Family)
-	if err != nil {
-		t.Fatal(err)
-	}
+	snap, cfg := sc.input(t, layout)
 	ipt := iptables.NewFake(iptables.IPv4)
 	if cfg.Family == v1.IPv6Protocol {
 		ipt = iptables.NewFake(iptables.IPv6)

@@ -31,14 +31,7 @@ func TestLayoutsAgreeOnEveryScenario(t *testing.T) {
 		}
 		t.Run(sc.name, func(t *testing.T) {
 			fakes := applyToFake(t, sc)
-			cfg := rulestest.NodeConfig()
-			if sc.config != nil {
-				sc.config(cfg)
-			}
-			snap, err := model.BuildSnapshot(sc.services, sc.slices, cfg.Family)
-			if err != nil {
-				t.Fatal(err)
-			}
+			snap, cfg := sc.input(t, rules.LayoutCompact)
 			ctx := layoutsTraceContext(cfg)
 			compared := 0
 			for _, p := range packetsFor(snap, cfg) {

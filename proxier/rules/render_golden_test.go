@@ -40,9 +40,8 @@ type scenario struct {
 	opts     rules.RenderOptions
 }
 
-// render renders the scenario in layout. A partial scenario (Changed set)
-// renders over the Index of a full render of the same objects.
-func (s scenario) render(t *testing.T, layout rules.Layout) *rules.Rendered {
+// input is the scenario's snapshot and node configuration in layout.
+func (s scenario) input(t *testing.T, layout rules.Layout) (*model.Snapshot, *rules.NodeConfig) {
 	t.Helper()
 	cfg := rulestest.NodeConfig()
 	cfg.Layout = layout
@@ -53,6 +52,14 @@ func (s scenario) render(t *testing.T, layout rules.Layout) *rules.Rendered {
 	if err != nil {
 		t.Fatalf("BuildSnapshot: %v", err)
 	}
+	return snap, cfg
+}
+
+// render renders the scenario in layout. A partial scenario (Changed set)
+// renders over the Index of a full render of the same objects.
+func (s scenario) render(t *testing.T, layout rules.Layout) *rules.Rendered {
+	t.Helper()
+	snap, cfg := s.input(t, layout)
 	opts := s.opts
 	if opts.Changed == nil {
 		opts.Full = true
