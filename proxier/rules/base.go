@@ -22,26 +22,15 @@ var sharedChains = []struct{ table, chain string }{
 // order: the flat chains whole; the dispatch buckets all (full render) or
 // those a changed port has or had a line in; then the jumps to the
 // non-empty buckets, and the jump to KUBE-NODEPORTS last.
-func (r *render) writeSharedChains(ports []model.ServicePortName, full bool, old map[model.ServicePortName]*footprint) {
+func (r *render) writeSharedChains(full bool, old map[model.ServicePortName]*footprint) {
 	writers := map[string]*tableWriter{"nat": r.nat, "filter": r.filter}
-	for _, name := range ports {
-		for _, e := range r.index.ports[name].entries {
-			if !isBucketChain(e.chain) {
-				writers[e.table].raw(e.chain, e.line)
-			}
-		}
+	for _, sc := range sharedChains {
+		r.index.entriesOf(sc.table+"/"+sc.chain, writers[sc.table])
 	}
 	for _, key := range r.bucketsToWrite(full, old) {
 		table, chain := splitKey(key)
-		w := writers[table]
-		w.declare(chain)
-		for _, name := range sortPortNames(r.index.members[key]) {
-			for _, e := range r.index.ports[name].entries {
-				if e.table == table && e.chain == chain {
-					w.raw(chain, e.line)
-				}
-			}
-		}
+		writers[table].declare(chain)
+		r.index.entriesOf(key, writers[table])
 	}
 	before := r.nat.lines
 	for _, table := range []string{"filter", "nat"} {
@@ -63,7 +52,9 @@ func (r *render) bucketsToWrite(full bool, old map[model.ServicePortName]*footpr
 	set := map[string]bool{}
 	if full {
 		for key := range r.index.members {
-			set[key] = true
+			if _, chain := splitKey(key); isBucketChain(chain) {
+				set[key] = true
+			}
 		}
 	} else {
 		for name, fp := range old {
@@ -92,20 +83,29 @@ func (r *render) unreferenced(old map[model.ServicePortName]*footprint, full boo
 		return nil
 	}
 	out := map[string][]string{}
-	now := r.index.Chains()
+	// A port's own chains are named after it alone, so only the changed
+	// ports' new footprints can still use their old chains.
+	stillUsed := map[string]bool{}
+	for name := range old {
+		if fp := r.index.ports[name]; fp != nil {
+			for _, c := range fp.chains {
+				stillUsed[c] = true
+			}
+		}
+	}
 	seen := map[string]bool{}
 	for _, fp := range old {
 		if fp == nil {
 			continue
 		}
 		for _, c := range fp.chains {
-			if !now["nat"][c] && !seen["nat/"+c] {
+			if !stillUsed[c] && !seen["nat/"+c] {
 				seen["nat/"+c] = true
 				out["nat"] = append(out["nat"], c)
 			}
 		}
 		for _, e := range fp.entries {
-			if key := e.table + "/" + e.chain; isBucketChain(e.chain) && !now[e.table][e.chain] && !seen[key] {
+			if key := e.table + "/" + e.chain; isBucketChain(e.chain) && r.index.members[key] == nil && !seen[key] {
 				seen[key] = true
 				out[e.table] = append(out[e.table], e.chain)
 			}

@@ -21,8 +21,8 @@ type Index struct {
 	largeMode bool
 	ports     map[model.ServicePortName]*footprint
 	byService map[types.NamespacedName][]model.ServicePortName
-	// members lists, per dispatch bucket chain ("table/chain"), the ports
-	// with a line in it.
+	// members lists, per shared chain or dispatch bucket ("table/chain"),
+	// the ports with a line in it.
 	members map[string]map[model.ServicePortName]bool
 	// baseNATRules counts the nat rules outside any port's footprint (the
 	// masquerade machinery, dispatch jumps, the jump to KUBE-NODEPORTS).
@@ -81,13 +81,11 @@ func (ix *Index) put(name model.ServicePortName, fp *footprint) {
 	svc := name.NamespacedName
 	ix.byService[svc] = append(slices.Clone(ix.byService[svc]), name)
 	for _, e := range fp.entries {
-		if isBucketChain(e.chain) {
-			key := e.table + "/" + e.chain
-			if ix.members[key] == nil {
-				ix.members[key] = map[model.ServicePortName]bool{}
-			}
-			ix.members[key][name] = true
+		key := e.table + "/" + e.chain
+		if ix.members[key] == nil {
+			ix.members[key] = map[model.ServicePortName]bool{}
 		}
+		ix.members[key][name] = true
 	}
 }
 
@@ -127,8 +125,9 @@ func (ix *Index) Chains() map[string]map[string]bool {
 		}
 	}
 	for key := range ix.members {
-		table, chain := splitKey(key)
-		out[table][chain] = true
+		if table, chain := splitKey(key); isBucketChain(chain) {
+			out[table][chain] = true
+		}
 	}
 	return out
 }
@@ -165,12 +164,25 @@ func (ix *Index) noLocalEndpoints() (internal, external int) {
 func (ix *Index) nonEmptyBuckets(table string) []string {
 	var out []string
 	for key := range ix.members {
-		if t, c := splitKey(key); t == table {
+		if t, c := splitKey(key); t == table && isBucketChain(c) {
 			out = append(out, c)
 		}
 	}
 	slices.Sort(out)
 	return out
+}
+
+// entriesOf writes the lines of every port in chain key ("table/chain"),
+// in port order.
+func (ix *Index) entriesOf(key string, w *tableWriter) {
+	table, chain := splitKey(key)
+	for _, name := range sortPortNames(ix.members[key]) {
+		for _, e := range ix.ports[name].entries {
+			if e.table == table && e.chain == chain {
+				w.raw(chain, e.line)
+			}
+		}
+	}
 }
 
 func splitKey(key string) (table, chain string) {

@@ -183,11 +183,10 @@ func Render(snap *model.Snapshot, cfg *NodeConfig, opts RenderOptions) *Rendered
 	full := opts.Full || !opts.Previous.compatible(cfg.layout(), buckets, r.largeMode)
 	out := &Rendered{Full: full}
 
-	ports := sortedPorts(snap)
 	var dirty []model.ServicePortName
 	if full {
 		r.index = newIndex(cfg.layout(), buckets, r.largeMode)
-		dirty = ports
+		dirty = sortedPorts(snap)
 	} else {
 		r.index = opts.Previous.clone()
 		dirty = r.dirtyPorts(opts.Changed, opts.Previous)
@@ -207,7 +206,7 @@ func Render(snap *model.Snapshot, cfg *NodeConfig, opts RenderOptions) *Rendered
 	if full {
 		r.flushPodEgressIfOff(opts.ExistingNATChains)
 	}
-	r.writeSharedChains(ports, full, old)
+	r.writeSharedChains(full, old)
 	out.Unreferenced = r.unreferenced(old, full)
 
 	var buf bytes.Buffer
