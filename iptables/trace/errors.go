@@ -28,9 +28,9 @@ var (
 	// tests the source port.
 	ErrNeedSrcPort = errors.New("the packet's source port (Packet.SrcPort) is needed")
 
-	// ErrNeedLocalAddrs: Context.LocalAddrsPartial is set and a test (or
-	// the choice between INPUT and FORWARD) depends on whether an address
-	// not in Context.LocalAddrs is the node's own.
+	// ErrNeedLocalAddrs: Context.LocalAddrsPartial is set and a test
+	// depends on whether an address not in Context.LocalAddrs is the
+	// node's own (or REDIRECT needs the input interface's address).
 	ErrNeedLocalAddrs = errors.New("the node's own addresses are needed (Context.LocalAddrs)")
 
 	// ErrUnknownSet: a rule tests an ipset whose members are not known (not

@@ -42,8 +42,7 @@ type Outcome struct {
 // Undecided is a test the tracer could not decide, and the assumption an
 // outcome made about it.
 type Undecided struct {
-	// Step is the rule with the test; for the choice between filter INPUT
-	// and FORWARD it is Step{Chain: "routing", RuleIndex: -1}.
+	// Step is the rule with the test.
 	Step Step
 	// What says what was unknown, e.g. "the members of set cali40s are
 	// unknown".

@@ -50,8 +50,9 @@ type Context struct {
 	// (127.0.0.0/8, ::1) are always local.
 	LocalAddrs []netip.Addr
 	// LocalAddrsPartial says LocalAddrs may miss some of the node's
-	// addresses (a saved rule file without the node's addresses): whether
-	// another address is local is then undecided.
+	// addresses (a saved rule file without the node's addresses): -m
+	// addrtype tests of another address are then undecided. (The choice
+	// between filter INPUT and FORWARD still takes it as not local.)
 	LocalAddrsPartial bool
 	// IfaceAddrs are the node's addresses by interface, for -m addrtype
 	// --limit-iface-in/out and REDIRECT; nil when not known.

@@ -208,22 +208,12 @@ type route struct {
 }
 
 // afterRouting returns the hooks after the routing decision, which depend
-// on whether the destination is local after DNAT; both ways, each resting
-// on its assumption, when that is not known.
+// on whether the destination is local after DNAT. An address not known to
+// be local is taken as not local even when Context.LocalAddrsPartial (a
+// packet for a service is forwarded; the caller says the addresses were
+// unknown): branching there would double every trace.
 func (t *tracer) afterRouting(st state) []route {
-	local, known := t.ctx.localness(st.pkt.Dst)
-	if st.local {
-		local, known = true, true
-	}
-	if known {
-		return []route{{st, routedHooks(st.pkt.Origin, local)}}
-	}
-	u := undecidedf(ErrNeedLocalAddrs, "whether %s is this node's address decides between filter INPUT and FORWARD", st.pkt.Dst)
-	at := Step{Chain: "routing", RuleIndex: -1, Raw: "route " + st.pkt.Dst.String()}
-	return []route{
-		{st.assume(u, at, true), routedHooks(st.pkt.Origin, true)},
-		{st.assume(u, at, false), routedHooks(st.pkt.Origin, false)},
-	}
+	return []route{{st, routedHooks(st.pkt.Origin, st.local || t.ctx.IsLocal(st.pkt.Dst))}}
 }
 
 // routedHooks lists the hooks after routing. A local packet to a local

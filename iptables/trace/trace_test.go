@@ -656,9 +656,9 @@ func TestTraceUndecided(t *testing.T) {
 		want: []string{"ACCEPT endpoint=10.0.0.1:80 mark=0x0 uncertain"},
 	}, {
 		name:  "whether the destination is local, when the node's addresses are not all known",
-		rules: "*filter\n-A INPUT -j DROP\nCOMMIT\n",
+		rules: "*nat\n-A PREROUTING -m addrtype --dst-type LOCAL -j DROP\nCOMMIT\n",
 		ctx:   Context{LocalAddrsPartial: true},
-		kind:  ErrNeedLocalAddrs, what: "whether 8.8.8.8 is this node's address decides between filter INPUT and FORWARD", step: "/routing[-1]",
+		kind:  ErrNeedLocalAddrs, what: "whether 8.8.8.8 is this node's address is unknown", step: "nat/PREROUTING[0]",
 		want: []string{"ACCEPT mark=0x0 uncertain", "DROP mark=0x0 uncertain"},
 	}, {
 		name:  "physdev without knowing the bridges",

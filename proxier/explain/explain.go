@@ -117,11 +117,7 @@ type Dependency struct {
 }
 
 func (d Dependency) String() string {
-	where := fmt.Sprintf("%s/%s rule %d", d.Table, d.Chain, d.Rule)
-	if d.Chain == "routing" {
-		where = "routing"
-	}
-	s := fmt.Sprintf("%s (%s), assumed it %s", where, d.What, d.Assumed)
+	s := fmt.Sprintf("%s/%s rule %d (%s), assumed it %s", d.Table, d.Chain, d.Rule, d.What, d.Assumed)
 	if d.Help != "" {
 		s += "; " + d.Help
 	}
@@ -233,6 +229,12 @@ func packetInfo(p trace.Packet) PacketInfo {
 // uncertain.
 func (r *Report) finish(ctx trace.Context, p trace.Packet) {
 	r.Status, r.Verdict = StatusOK, ""
+	if o := everyWayFails(r.Outcomes); o != nil {
+		// Whatever the undecided tests say, the packet fails.
+		r.Status, r.Verdict = StatusFail, o.Cause
+		r.problemsDecide()
+		return
+	}
 	var eps, masq []string
 	var unsure *Outcome
 	anyUnsure, undnatedUnsure := false, false
@@ -281,6 +283,34 @@ func (r *Report) finish(ctx trace.Context, p trace.Packet) {
 			dest(p), len(dedupeStrings(eps)), plural(len(dedupeStrings(eps))), svc, strings.Join(dedupeStrings(eps), ", "), masqWords(dedupeStrings(eps), dedupeStrings(masq)))
 	}
 	r.problemsDecide()
+}
+
+// everyWayFails returns the failure to name when every outcome fails: the
+// one assuming the fewest undecided tests matched (undecided rules are
+// usually the exceptions: rate limits, sockets, spoofing checks), and of
+// those the one resting on the fewest. Nil when some outcome is accepted.
+func everyWayFails(outcomes []Outcome) *Outcome {
+	var best *Outcome
+	matched := func(o *Outcome) int {
+		n := 0
+		for _, d := range o.Uncertain {
+			if d.Assumed == "matched" {
+				n++
+			}
+		}
+		return n
+	}
+	for i := range outcomes {
+		o := &outcomes[i]
+		if o.Verdict == trace.Accept {
+			return nil
+		}
+		if best == nil || matched(o) < matched(best) ||
+			matched(o) == matched(best) && len(o.Uncertain) < len(best.Uncertain) {
+			best = o
+		}
+	}
+	return best
 }
 
 // problemsDecide lets node problems override the verdict: the first

@@ -94,6 +94,18 @@ func Live(ctx context.Context, p trace.Packet, l LiveNode) (*Report, error) {
 	return rep, nil
 }
 
+// ResolveLive finds ref in the comments of this node's live rules of the
+// family, reading chain by chain (see ResolveFromComments).
+func ResolveLive(ctx context.Context, ref ServiceRef, proto string, family iptables.Family, l LiveNode) (ServicePort, error) {
+	ctx, cancel := context.WithTimeout(ctx, liveTimeout)
+	defer cancel()
+	ipt, err := l.IPTables(ctx, family)
+	if err != nil {
+		return ServicePort{}, fmt.Errorf("opening iptables (run as root, in the node's network namespace): %w", err)
+	}
+	return ResolveFromComments(ref, NewLiveChains(ctx, ipt), proto)
+}
+
 // sourceAndInterface completes p from the node: a node's packet without a
 // source gets the one the kernel picks, a packet from one of the node's
 // addresses becomes a node's packet, and an incoming packet without an

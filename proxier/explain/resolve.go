@@ -80,7 +80,7 @@ func NewResolved(ref ServiceRef, sp ServicePort, via string) *Resolved {
 func ResolveService(ref ServiceRef, svcs []*v1.Service, family v1.IPFamily, proto string) (ServicePort, error) {
 	i := slices.IndexFunc(svcs, func(s *v1.Service) bool { return s.Namespace == ref.Namespace && s.Name == ref.Name })
 	if i < 0 {
-		return ServicePort{}, fmt.Errorf("service %s/%s not found", ref.Namespace, ref.Name)
+		return ServicePort{}, inputErrorf("service %s/%s not found", ref.Namespace, ref.Name)
 	}
 	svc := svcs[i]
 	ip, err := clusterIPOf(svc, family)
@@ -102,14 +102,14 @@ func clusterIPOf(svc *v1.Service, family v1.IPFamily) (netip.Addr, error) {
 		ips = []string{svc.Spec.ClusterIP}
 	}
 	if len(ips) == 0 || ips[0] == v1.ClusterIPNone {
-		return netip.Addr{}, fmt.Errorf("service %s/%s has no cluster IP (headless or ExternalName): give an endpoint's address", svc.Namespace, svc.Name)
+		return netip.Addr{}, inputErrorf("service %s/%s has no cluster IP (headless or ExternalName): give an endpoint's address", svc.Namespace, svc.Name)
 	}
 	for _, s := range ips {
 		if a, err := netip.ParseAddr(s); err == nil && a.Is4() == (family != v1.IPv6Protocol) {
 			return a, nil
 		}
 	}
-	return netip.Addr{}, fmt.Errorf("service %s/%s has no %s cluster IP (it has %s)", svc.Namespace, svc.Name, family, strings.Join(ips, ", "))
+	return netip.Addr{}, inputErrorf("service %s/%s has no %s cluster IP (it has %s)", svc.Namespace, svc.Name, family, strings.Join(ips, ", "))
 }
 
 // choosePort picks ref's port among a Service's ports: by name, or by
@@ -126,14 +126,14 @@ func choosePort(ref ServiceRef, cands []ServicePort, proto string) (ServicePort,
 	case len(cands) == 1:
 		return cands[0], nil
 	case len(cands) == 0 && len(all) == 0:
-		return ServicePort{}, fmt.Errorf("service %s/%s has no ports", ref.Namespace, ref.Name)
+		return ServicePort{}, inputErrorf("service %s/%s has no ports", ref.Namespace, ref.Name)
 	case len(cands) == 0:
-		return ServicePort{}, fmt.Errorf("service %s/%s has no port %s%s; it has %s", ref.Namespace, ref.Name,
+		return ServicePort{}, inputErrorf("service %s/%s has no port %s%s; it has %s", ref.Namespace, ref.Name,
 			orDefault(ref.Port, "of that protocol"), protoWords(proto), portList(all))
 	case ref.Port == "":
-		return ServicePort{}, fmt.Errorf("service %s/%s has several ports: %s; name one: --to %s/%s:PORT", ref.Namespace, ref.Name, portList(cands), ref.Namespace, ref.Name)
+		return ServicePort{}, inputErrorf("service %s/%s has several ports: %s; name one: --to %s/%s:PORT", ref.Namespace, ref.Name, portList(cands), ref.Namespace, ref.Name)
 	}
-	return ServicePort{}, fmt.Errorf("service %s has several ports %s: %s; give --proto", ref, ref.Port, portList(cands))
+	return ServicePort{}, inputErrorf("service %s has several ports %s: %s; give --proto", ref, ref.Port, portList(cands))
 }
 
 func protoWords(proto string) string {
@@ -176,7 +176,7 @@ func ResolveFromComments(ref ServiceRef, src trace.Chains, proto string) (Servic
 		}
 	}
 	if len(cands) == 0 {
-		return ServicePort{}, fmt.Errorf("service %s/%s not found in the rule comments of the nat and filter KUBE-SERVICES chains (is it programmed on this node? is the name right?)", ref.Namespace, ref.Name)
+		return ServicePort{}, inputErrorf("service %s/%s not found in the rule comments of the nat and filter KUBE-SERVICES chains (is it programmed on this node? is the name right?)", ref.Namespace, ref.Name)
 	}
 	return choosePort(ref, cands, proto)
 }

@@ -81,7 +81,7 @@ func ExplainSaved(s Saved, p trace.Packet) (*Report, error) {
 	}
 	rep.Rules = RulesInfo{Source: "file", File: s.Name}
 	if s.Addrs == nil {
-		rep.Skipped = append(rep.Skipped, "the node's addresses (no --addrs FILE, \"ip -o addr\" output): only loopback and --node-ip are known to be local")
+		rep.Skipped = append(rep.Skipped, "the node's addresses (no --addrs FILE, \"ip -o addr\" output): only loopback and --node-ip are known to be local; a packet to any other address is taken as forwarded")
 	}
 	rep.Skipped = append(rep.Skipped, "ipsets: a saved rule file has no set members; tests of sets are uncertain")
 	Check(rep, tctx, p, Node{Routes: routes, Addrs: s.Addrs})

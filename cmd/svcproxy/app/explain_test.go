@@ -93,7 +93,7 @@ func TestExplainBadInput(t *testing.T) {
 		{[]string{"--to", "203.0.113.10:80"}, "--from: required"},
 		{[]string{"--from", "198.51.100.300", "--to", "203.0.113.10:80"}, `--from: "198.51.100.300" is not an IP address`},
 		{[]string{"--from", "198.51.100.4"}, "--to: required"},
-		{[]string{"--from", "198.51.100.4", "--to", "web:80"}, `--to: "web:80" is not IP:PORT or IP`},
+		{[]string{"--from", "198.51.100.4", "--to", "web:80"}, `--to: "web:80" is not IP:PORT, IP or NAMESPACE/NAME[:PORT]`},
 		{[]string{"--from", "198.51.100.4", "--to", "203.0.113.10"}, "--port: a destination port"},
 		{[]string{"--from", "198.51.100.4", "--to", "203.0.113.10:80", "--proto", "icmp"}, `--proto: "icmp" is not tcp, udp or sctp`},
 		{[]string{"--from", "198.51.100.4", "--from-node", "--to", "203.0.113.10:80"}, "--from and --from-node"},
