@@ -204,7 +204,7 @@ func judgeReply(r *Report, rp *ReturnPath, origDst netip.Addr, n Node) {
 	}
 	r.Problems = append(r.Problems, Problem{Blocking, fmt.Sprintf(
 		"replies from %s will be dropped: this node sends from %s (on %s; the route to %s chose it before DNAT), but the packet to %s leaves by %s unmasqueraded, "+
-			"so the reply to %s arrives on %s, where strict reverse-path filtering (%s) drops it because %s is routed via %s. "+
+			"so the reply to %s arrives on %s, where reverse-path filtering (%s) drops it because %s is routed via %s. "+
 			"Fix: --cluster-cidr (node traffic to services is then masqueraded), or loose rp_filter (sysctl -w %s=2), or route %s via %s (or give its route%s)",
 		ep, src, rp.SourceIface, origDst, ep, rp.Out.Iface,
 		src, rp.ReplyIface, filter, ep, rp.Out.Iface,
@@ -236,7 +236,7 @@ func checkArrival(r *Report, ctx trace.Context, p trace.Packet, n Node) {
 	}
 	if filter.Value == 1 {
 		r.Problems = append(r.Problems, Problem{Blocking, fmt.Sprintf(
-			"packets from %s arriving on %s are dropped by strict reverse-path filtering (%s): the route back to %s leaves by %s. "+
+			"packets from %s arriving on %s are dropped by reverse-path filtering (%s): the route back to %s leaves by %s. "+
 				"Fix: loose rp_filter (sysctl -w %s=2), or a route to %s via %s",
 			p.Src, p.InIface, filter, p.Src, back.Iface, rpFilterName(p.InIface), p.Src, p.InIface)})
 	}

@@ -159,7 +159,7 @@ func TestReturnPathArrival(t *testing.T) {
 	node := Node{Routes: twoLinkRoutes, Sysctls: strict, Addrs: twoLinkAddrs, BridgesKnown: true}
 	p := trace.Packet{Src: netip.MustParseAddr("198.51.100.70"), Dst: netip.MustParseAddr("203.0.113.10"), DstPort: 80, Protocol: "tcp", SrcPort: 40000, Origin: trace.Incoming, InIface: "eth0"}
 	r := explainNode(t, remoteWeb(t, ""), p, node)
-	if r.Status != StatusFail || !strings.Contains(r.Verdict, "packets from 198.51.100.70 arriving on eth0 are dropped by strict reverse-path filtering") ||
+	if r.Status != StatusFail || !strings.Contains(r.Verdict, "packets from 198.51.100.70 arriving on eth0 are dropped by reverse-path filtering (rp_filter 1 = max(net.ipv4.conf.all.rp_filter=1, net.ipv4.conf.eth0.rp_filter=1), strict)") ||
 		!strings.Contains(r.Verdict, "the route back to 198.51.100.70 leaves by eth1") {
 		t.Errorf("%s %q", r.Status, r.Verdict)
 	}
