@@ -9,6 +9,7 @@ import (
 
 	"github.com/svcproxy/svcproxy/iptables"
 	"github.com/svcproxy/svcproxy/iptables/trace"
+	"github.com/svcproxy/svcproxy/proxier/explain/explaintest"
 	"github.com/svcproxy/svcproxy/proxier/host"
 	"github.com/svcproxy/svcproxy/proxier/model"
 	"github.com/svcproxy/svcproxy/proxier/nodeconfig"
@@ -141,5 +142,48 @@ func TestExplainLiveReadErrors(t *testing.T) {
 	}
 	if rep.Status != StatusUncertain || !strings.Contains(rep.Verdict, "set BLOCKED: reading it failed: netlink: operation not permitted") {
 		t.Errorf("unreadable set: %s %q", rep.Status, rep.Verdict)
+	}
+}
+
+// Live explain on a node of many Services, in both layouts: svcproxy's
+// compact one (KUBE-SERVICES dispatches to KUBE-SVCS-* buckets by address
+// mask) and kube-proxy's (one KUBE-SERVICES rule per destination, a
+// KUBE-SEP chain per endpoint). It reads a handful of chains either way,
+// never a whole table.
+func TestExplainLiveLayouts(t *testing.T) {
+	svcs, slices := explaintest.Services(600)
+	snap, err := model.BuildSnapshot(svcs, slices, v1.IPv4Protocol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, layout := range []string{"compact", "kube-proxy"} {
+		t.Run(layout, func(t *testing.T) {
+			cfg := (&nodeconfig.Builder{Settings: nodeconfig.Settings{MasqueradeBit: 14, DetectLocalMode: nodeconfig.LocalModeClusterCIDR, RuleLayout: layout},
+				Family: v1.IPv4Protocol, NodeName: "node1", RandomFully: true}).Build(nil)
+			fake := iptables.NewFake(iptables.IPv4)
+			if err := fake.Restore(context.Background(), rules.WithJumps(rules.Render(snap, cfg, rules.RenderOptions{Full: true}).Data, rules.JumpsFor(cfg)), iptables.RestoreOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			l := LiveNode{
+				IPTables:   func(context.Context, iptables.Family) (iptables.Interface, error) { return fake, nil },
+				SetMembers: func(string) ([]netip.Prefix, error) { return nil, nil },
+				Addrs: func() ([]host.IfaceAddr, error) {
+					return []host.IfaceAddr{{Iface: "eth0", Prefix: netip.MustParsePrefix("192.0.2.11/24")}}, nil
+				},
+				Node: func() (Node, error) { return Node{Routes: goodNode, Sysctls: goodSysctls, BridgesKnown: true}, nil },
+			}
+			dst := explaintest.ServiceIP(14)
+			rep, err := Live(context.Background(), trace.Packet{Dst: dst, DstPort: 1005, Protocol: "tcp", SrcPort: 40000, Origin: trace.Local}, l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Status != StatusOK || rep.Service != "bench/svc-14:p5" || len(rep.Endpoints()) != 2 {
+				t.Errorf("report:\n%s", rep.Text())
+			}
+			chains, _ := fake.ListChains(context.Background(), iptables.TableNAT)
+			if fake.Saves() != 0 || rep.Rules.ChainsRead > 30 {
+				t.Errorf("read %d chains of %d in nat, %d whole-table saves", rep.Rules.ChainsRead, len(chains), fake.Saves())
+			}
+		})
 	}
 }
