@@ -64,6 +64,17 @@ func needs(opt string) func(u *moduleUse) error {
 	}
 }
 
+// needsAny returns a check that at least one of the module's options was
+// given; what names them in the error.
+func needsAny(what string) func(u *moduleUse) error {
+	return func(u *moduleUse) error {
+		if len(u.seen) == 0 {
+			return fmt.Errorf("-m %s needs %s", u.module.name, what)
+		}
+		return nil
+	}
+}
+
 // count parses an option's value as a number of seconds, packets or hits.
 func count(o optionArg) (int, error) {
 	n, err := strconv.Atoi(o.value())
@@ -190,20 +201,28 @@ var addrTypeModule = &matchModule{
 	},
 }
 
-var markModule = &matchModule{
-	name:     "mark",
-	options:  map[string]optionSpec{"--mark": {values: 1, negatable: true}},
-	newMatch: func() Match { return &MarkMatch{} },
-	setOption: func(u *moduleUse, o optionArg) error {
-		val, mask, err := parseMark(o.value())
-		if err != nil {
-			return o.errorf("%v", err)
-		}
-		m := u.match.(*MarkMatch)
-		m.Value, m.Mask, m.Negate = val, mask, o.negate
-		return nil
-	},
-	check: needs("--mark"),
+var markModule = markLikeModule("mark", func() Match { return &MarkMatch{} }, func(m Match, value, mask uint32, negate bool) {
+	mm := m.(*MarkMatch)
+	mm.Value, mm.Mask, mm.Negate = value, mask, negate
+})
+
+// markLikeModule is a module of one option, --mark VALUE[/MASK] (-m mark,
+// -m connmark); set stores it in the module's Match.
+func markLikeModule(name string, newMatch func() Match, set func(m Match, value, mask uint32, negate bool)) *matchModule {
+	return &matchModule{
+		name:     name,
+		options:  map[string]optionSpec{"--mark": {values: 1, negatable: true}},
+		newMatch: newMatch,
+		setOption: func(u *moduleUse, o optionArg) error {
+			val, mask, err := parseMark(o.value())
+			if err != nil {
+				return o.errorf("%v", err)
+			}
+			set(u.match, val, mask, o.negate)
+			return nil
+		},
+		check: needs("--mark"),
+	}
 }
 
 var statisticModule = &matchModule{
@@ -395,12 +414,7 @@ var conntrackModule = &matchModule{
 		}
 		return nil
 	},
-	check: func(u *moduleUse) error {
-		if len(u.seen) == 0 {
-			return fmt.Errorf("-m conntrack needs --ctstate (or another conntrack option)")
-		}
-		return nil
-	},
+	check: needsAny("--ctstate (or another conntrack option)"),
 }
 
 var setModule = &matchModule{

@@ -73,12 +73,7 @@ var iprangeModule = &matchModule{
 		u.addMatch(&IPRangeMatch{Source: o.name == "--src-range", From: from, To: to, Negate: o.negate})
 		return nil
 	},
-	check: func(u *moduleUse) error {
-		if len(u.seen) == 0 {
-			return fmt.Errorf("-m iprange needs --src-range or --dst-range")
-		}
-		return nil
-	},
+	check: needsAny("--src-range or --dst-range"),
 }
 
 var physdevModule = &matchModule{
@@ -105,29 +100,13 @@ var physdevModule = &matchModule{
 		}
 		return nil
 	},
-	check: func(u *moduleUse) error {
-		if len(u.seen) == 0 {
-			return fmt.Errorf("-m physdev needs an option")
-		}
-		return nil
-	},
+	check: needsAny("an option"),
 }
 
-var connmarkModule = &matchModule{
-	name:     "connmark",
-	options:  map[string]optionSpec{"--mark": {values: 1, negatable: true}},
-	newMatch: func() Match { return &ConnmarkMatch{} },
-	setOption: func(u *moduleUse, o optionArg) error {
-		val, mask, err := parseMark(o.value())
-		if err != nil {
-			return o.errorf("%v", err)
-		}
-		m := u.match.(*ConnmarkMatch)
-		m.Value, m.Mask, m.Negate = val, mask, o.negate
-		return nil
-	},
-	check: needs("--mark"),
-}
+var connmarkModule = markLikeModule("connmark", func() Match { return &ConnmarkMatch{} }, func(m Match, value, mask uint32, negate bool) {
+	cm := m.(*ConnmarkMatch)
+	cm.Value, cm.Mask, cm.Negate = value, mask, negate
+})
 
 // stateModule is -m state --state, the older spelling of -m conntrack
 // --ctstate; it yields the same ConntrackMatch.

@@ -49,18 +49,7 @@ func TestExplainSavedRules(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			code, out, errOut := runMain(t, tt.stdin, append([]string{"explain"}, tt.args...)...)
-			if code != tt.code {
-				t.Errorf("exit %d, want %d; stderr %q\n%s", code, tt.code, errOut, out)
-			}
-			lines := strings.Split(strings.TrimSpace(out), "\n")
-			if last := lines[len(lines)-1]; !strings.Contains(last, tt.verdict) {
-				t.Errorf("verdict %q, want it to contain %q\n%s", last, tt.verdict, out)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(out, w) {
-					t.Errorf("output lacks %q:\n%s", w, out)
-				}
-			}
+			checkExplained(t, code, out, errOut, tt.code, tt.verdict, tt.want)
 		})
 	}
 }

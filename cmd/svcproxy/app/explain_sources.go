@@ -68,23 +68,17 @@ func (o *explainOptions) saved(cmd *cobra.Command, p trace.Packet, dst destinati
 		return nil, err
 	}
 	s := explain.Saved{Name: name, Rules: d}
-	if o.routes != "" {
-		text, err := readFlagFile(cmd, "--routes", o.routes)
-		if err != nil {
-			return nil, err
-		}
-		if s.Routes, err = host.ParseIPRoute(text); err != nil {
-			return nil, badInput(fmt.Errorf("--routes %s: %w", o.routes, err))
-		}
+	if err := parseFlagFile(cmd, "--routes", o.routes, func(text []byte) (err error) {
+		s.Routes, err = host.ParseIPRoute(text)
+		return err
+	}); err != nil {
+		return nil, err
 	}
-	if o.addrs != "" {
-		text, err := readFlagFile(cmd, "--addrs", o.addrs)
-		if err != nil {
-			return nil, err
-		}
-		if s.Addrs, err = host.ParseIPAddr(text); err != nil {
-			return nil, badInput(fmt.Errorf("--addrs %s: %w", o.addrs, err))
-		}
+	if err := parseFlagFile(cmd, "--addrs", o.addrs, func(text []byte) (err error) {
+		s.Addrs, err = host.ParseIPAddr(text)
+		return err
+	}); err != nil {
+		return nil, err
 	}
 	if s.NodeIPs, err = parseAddrs("--node-ip", o.nodeIPs); err != nil {
 		return nil, badInput(err)
@@ -172,6 +166,22 @@ func serviceFromAPI(ctx context.Context, kubeconfig string, ref explain.ServiceR
 		return nil, fmt.Errorf("--to %s: reading service %s/%s from %s: %w", ref, ref.Namespace, ref.Name, rc.Host, err)
 	}
 	return svc, nil
+}
+
+// parseFlagFile reads the file a flag names, if it names one, and parses
+// it; either failing is bad input naming the flag and file.
+func parseFlagFile(cmd *cobra.Command, flag, path string, parse func([]byte) error) error {
+	if path == "" {
+		return nil
+	}
+	text, err := readFlagFile(cmd, flag, path)
+	if err != nil {
+		return err
+	}
+	if err := parse(text); err != nil {
+		return badInput(fmt.Errorf("%s %s: %w", flag, path, err))
+	}
+	return nil
 }
 
 // readFlagFile reads the file a flag names ("-": stdin); a file that cannot

@@ -49,21 +49,7 @@ func TestExplainOffline(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			code, out, errOut := runExplain(t, tt.args...)
-			if code != tt.code {
-				t.Errorf("exit %d, want %d; stderr %q", code, tt.code, errOut)
-			}
-			lines := strings.Split(strings.TrimSpace(out), "\n")
-			if last := lines[len(lines)-1]; !strings.Contains(last, tt.verdict) {
-				t.Errorf("verdict line %q, want it to contain %q\n%s", last, tt.verdict, out)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(out, w) {
-					t.Errorf("output lacks %q:\n%s", w, out)
-				}
-			}
-			if errOut != "" {
-				t.Errorf("stderr %q", errOut)
-			}
+			checkExplained(t, code, out, errOut, tt.code, tt.verdict, tt.want)
 		})
 	}
 }
@@ -109,5 +95,26 @@ func TestExplainBadInput(t *testing.T) {
 	code, _, errOut := runMain(t, "", "explain", "-f", "../../../manifests/examples", "--from-node", "--to", "203.0.113.10:80")
 	if code != 2 || !strings.Contains(errOut, "--from-node: the node's address is unknown") {
 		t.Errorf("--from-node without a node: exit %d, %q", code, errOut)
+	}
+}
+
+// checkExplained checks an explain run: its exit code, the verdict (the
+// last line) and more substrings of its output, and an empty stderr.
+func checkExplained(t *testing.T, code int, out, errOut string, wantCode int, verdict string, want []string) {
+	t.Helper()
+	if code != wantCode {
+		t.Errorf("exit %d, want %d; stderr %q", code, wantCode, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if last := lines[len(lines)-1]; !strings.Contains(last, verdict) {
+		t.Errorf("verdict line %q, want it to contain %q\n%s", last, verdict, out)
+	}
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("output lacks %q:\n%s", w, out)
+		}
+	}
+	if errOut != "" {
+		t.Errorf("stderr %q", errOut)
 	}
 }
