@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/svcproxy/svcproxy/hack/lab"
 	"github.com/svcproxy/svcproxy/hack/testns"
 	"github.com/svcproxy/svcproxy/iptables"
+	"github.com/svcproxy/svcproxy/proxier/explain"
 	"github.com/svcproxy/svcproxy/proxier/model"
 	"github.com/svcproxy/svcproxy/proxier/model/testobj"
 	"github.com/svcproxy/svcproxy/proxier/nodeconfig"
@@ -133,6 +135,13 @@ func TestExplainReturnPath(t *testing.T) {
 	}
 	if code != 1 {
 		t.Errorf("explain before the fix: exit %d, want 1", code)
+	}
+	code, out = explainIn(t, bin, n.node.Name, "--from-node", "--to", webIP+":80", "-o", "json")
+	t.Logf("the same, -o json (exit %d):\n%s", code, out)
+	var rep explain.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Status != explain.StatusFail || len(rep.ReturnPaths) != 1 ||
+		rep.ReturnPaths[0].ReplyIface != "eth0" || rep.ReturnPaths[0].RPFilter == nil || rep.ReturnPaths[0].Drop == "" {
+		t.Errorf("-o json: exit %d, %v: %+v", code, err, rep.ReturnPaths)
 	}
 	if _, err := n.connect(3 * time.Second); !lab.IsTimeout(err) {
 		t.Errorf("a real connection before the fix: %v, want a timeout", err)

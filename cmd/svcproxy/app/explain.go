@@ -242,6 +242,7 @@ func (o *explainOptions) print(cmd *cobra.Command, rep *explain.Report) error {
 	if o.output == "json" {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false) // rule comments hold "->"
 		if err := enc.Encode(rep); err != nil {
 			return err
 		}
