@@ -158,7 +158,7 @@ func TestFakeRestoreErrorsAreAtomic(t *testing.T) {
 		{"insert too far", "*filter\n-I FOO 3 -j ACCEPT\nCOMMIT\n", 2, "cannot insert at position 3"},
 		{"delete missing rule", "*filter\n-D FOO -j DROP\nCOMMIT\n", 2, "no such rule"},
 		{"delete rule number too big", "*filter\n-D FOO 2\nCOMMIT\n", 2, "cannot delete rule 2"},
-		{"unknown match", "*filter\n:X - [0:0]\n-A FOO -m multiport --dports 1,2 -j ACCEPT\nCOMMIT\n", 3, "unsupported match module"},
+		{"unknown match", "*filter\n:X - [0:0]\n-A FOO -m u32 --u32 0x0 -j ACCEPT\nCOMMIT\n", 3, "unsupported match module"},
 		{"DNAT outside nat", "*filter\n-A FOO -p tcp -j DNAT --to-destination 1.2.3.4:80\nCOMMIT\n", 2, "only valid in the nat table"},
 		{"policy on user chain", "*filter\n:X ACCEPT [0:0]\nCOMMIT\n", 2, "cannot have policy"},
 		{"bad builtin policy", "*filter\n:INPUT REJECT [0:0]\nCOMMIT\n", 2, "invalid policy"},

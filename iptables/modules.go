@@ -47,6 +47,11 @@ var matchModules = byName("match module", func(m *matchModule) string { return m
 	portModule("tcp"), portModule("udp"), portModule("sctp"),
 	commentModule, addrTypeModule, markModule, statisticModule,
 	recentModule, conntrackModule, setModule,
+	// Other software's modules (modules_more.go).
+	multiportModule, iprangeModule, physdevModule, connmarkModule, stateModule,
+	icmpModule(false), icmpModule(true), pktTypeModule, nfacctModule,
+	limitModule, hashlimitModule, connlimitModule, socketModule, ownerModule,
+	macModule, rpfilterModule, policyModule, lengthModule,
 )
 
 // needs returns a check that option opt was given.
@@ -54,6 +59,17 @@ func needs(opt string) func(u *moduleUse) error {
 	return func(u *moduleUse) error {
 		if !u.seen[opt] {
 			return fmt.Errorf("-m %s needs %s", u.module.name, opt)
+		}
+		return nil
+	}
+}
+
+// needsAny returns a check that at least one of the module's options was
+// given; what names them in the error.
+func needsAny(what string) func(u *moduleUse) error {
+	return func(u *moduleUse) error {
+		if len(u.seen) == 0 {
+			return fmt.Errorf("-m %s needs %s", u.module.name, what)
 		}
 		return nil
 	}
@@ -71,16 +87,40 @@ func count(o optionArg) (int, error) {
 // portModule is -m tcp, -m udp or -m sctp. Each port option adds a
 // PortMatch; the module needs the same protocol given with -p (which, as in
 // iptables, also loads it implicitly: see ruleParser.option).
+//
+// -m tcp also takes --tcp-flags MASK COMP, --syn (which is --tcp-flags
+// SYN,RST,ACK,FIN SYN) and --tcp-option N; each adds a match of its own.
 func portModule(protocol string) *matchModule {
+	options := map[string]optionSpec{
+		"--dport":            {values: 1, negatable: true},
+		"--destination-port": {values: 1, negatable: true},
+		"--sport":            {values: 1, negatable: true},
+		"--source-port":      {values: 1, negatable: true},
+	}
+	if protocol == "tcp" {
+		options["--tcp-flags"] = optionSpec{values: 2, negatable: true}
+		options["--syn"] = optionSpec{negatable: true}
+		options["--tcp-option"] = optionSpec{values: 1, negatable: true}
+	}
 	return &matchModule{
-		name: protocol,
-		options: map[string]optionSpec{
-			"--dport":            {values: 1, negatable: true},
-			"--destination-port": {values: 1, negatable: true},
-			"--sport":            {values: 1, negatable: true},
-			"--source-port":      {values: 1, negatable: true},
-		},
+		name:    protocol,
+		options: options,
 		setOption: func(u *moduleUse, o optionArg) error {
+			switch o.name {
+			case "--tcp-flags", "--syn":
+				m, err := parseTCPFlags(o)
+				if err != nil {
+					return err
+				}
+				u.addMatch(m)
+				return nil
+			case "--tcp-option":
+				if n, err := strconv.Atoi(o.value()); err != nil || n < 0 || n > 255 {
+					return o.errorf("invalid TCP option %q", o.value())
+				}
+				u.addMatch(&UndecidableMatch{Module: "tcp --tcp-option", Why: "the TCP options the client sends"})
+				return nil
+			}
 			lo, hi, err := parsePortRange(o.value())
 			if err != nil {
 				return o.errorf("%v", err)
@@ -161,20 +201,28 @@ var addrTypeModule = &matchModule{
 	},
 }
 
-var markModule = &matchModule{
-	name:     "mark",
-	options:  map[string]optionSpec{"--mark": {values: 1, negatable: true}},
-	newMatch: func() Match { return &MarkMatch{} },
-	setOption: func(u *moduleUse, o optionArg) error {
-		val, mask, err := parseMark(o.value())
-		if err != nil {
-			return o.errorf("%v", err)
-		}
-		m := u.match.(*MarkMatch)
-		m.Value, m.Mask, m.Negate = val, mask, o.negate
-		return nil
-	},
-	check: needs("--mark"),
+var markModule = markLikeModule("mark", func() Match { return &MarkMatch{} }, func(m Match, value, mask uint32, negate bool) {
+	mm := m.(*MarkMatch)
+	mm.Value, mm.Mask, mm.Negate = value, mask, negate
+})
+
+// markLikeModule is a module of one option, --mark VALUE[/MASK] (-m mark,
+// -m connmark); set stores it in the module's Match.
+func markLikeModule(name string, newMatch func() Match, set func(m Match, value, mask uint32, negate bool)) *matchModule {
+	return &matchModule{
+		name:     name,
+		options:  map[string]optionSpec{"--mark": {values: 1, negatable: true}},
+		newMatch: newMatch,
+		setOption: func(u *moduleUse, o optionArg) error {
+			val, mask, err := parseMark(o.value())
+			if err != nil {
+				return o.errorf("%v", err)
+			}
+			set(u.match, val, mask, o.negate)
+			return nil
+		},
+		check: needs("--mark"),
+	}
 }
 
 var statisticModule = &matchModule{
@@ -303,30 +351,97 @@ var recentModule = &matchModule{
 
 var ctStates = []string{"INVALID", "NEW", "ESTABLISHED", "RELATED", "UNTRACKED", "SNAT", "DNAT"}
 
+var ctStatuses = []string{"NONE", "EXPECTED", "SEEN_REPLY", "ASSURED", "CONFIRMED"}
+
+// conntrackModule is -m conntrack. Each option adds a match of its own:
+// --ctstate a ConntrackMatch; the tuple options (--ctorigdst ...) a
+// CTAddrMatch or CTPortMatch; --ctproto, --ctstatus and --ctdir a
+// CTFieldMatch; --ctexpire an UndecidableMatch.
 var conntrackModule = &matchModule{
-	name:     "conntrack",
-	options:  map[string]optionSpec{"--ctstate": {values: 1, negatable: true}},
-	newMatch: func() Match { return &ConntrackMatch{} },
+	name: "conntrack",
+	options: map[string]optionSpec{
+		"--ctstate":   {values: 1, negatable: true},
+		"--ctproto":   {values: 1, negatable: true},
+		"--ctorigsrc": {values: 1, negatable: true}, "--ctorigdst": {values: 1, negatable: true},
+		"--ctreplsrc": {values: 1, negatable: true}, "--ctrepldst": {values: 1, negatable: true},
+		"--ctorigsrcport": {values: 1, negatable: true}, "--ctorigdstport": {values: 1, negatable: true},
+		"--ctreplsrcport": {values: 1, negatable: true}, "--ctrepldstport": {values: 1, negatable: true},
+		"--ctstatus": {values: 1, negatable: true},
+		"--ctexpire": {values: 1, negatable: true},
+		"--ctdir":    {values: 1},
+	},
 	setOption: func(u *moduleUse, o optionArg) error {
-		m := u.match.(*ConntrackMatch)
-		for _, s := range strings.Split(o.value(), ",") {
-			if !slices.Contains(ctStates, s) {
-				return o.errorf("unknown state %q", s)
+		field := strings.TrimPrefix(o.name, "--ct")
+		switch o.name {
+		case "--ctstate":
+			states, err := parseCTStates(o, ctStates)
+			if err != nil {
+				return err
 			}
-			m.States = append(m.States, s)
+			u.addMatch(&ConntrackMatch{States: states, Negate: o.negate})
+		case "--ctorigsrc", "--ctorigdst", "--ctreplsrc", "--ctrepldst":
+			prefix, err := parsePrefix(o.value())
+			if err != nil {
+				return o.errorf("%v", err)
+			}
+			u.addMatch(&CTAddrMatch{Field: field, Prefix: prefix, Negate: o.negate})
+		case "--ctorigsrcport", "--ctorigdstport", "--ctreplsrcport", "--ctrepldstport":
+			lo, hi, err := parsePortRange(o.value())
+			if err != nil {
+				return o.errorf("%v", err)
+			}
+			u.addMatch(&CTPortMatch{Field: field, Min: lo, Max: hi, Negate: o.negate})
+		case "--ctproto":
+			proto, err := parseProtocol(o.value())
+			if err != nil {
+				return o.errorf("%v", err)
+			}
+			u.addMatch(&CTFieldMatch{Field: field, Values: []string{proto}, Negate: o.negate})
+		case "--ctstatus":
+			statuses, err := parseCTStates(o, ctStatuses)
+			if err != nil {
+				return err
+			}
+			u.addMatch(&CTFieldMatch{Field: field, Values: statuses, Negate: o.negate})
+		case "--ctdir":
+			dir := strings.ToUpper(o.value())
+			if dir != "ORIGINAL" && dir != "REPLY" {
+				return o.errorf("direction %q is neither ORIGINAL nor REPLY", o.value())
+			}
+			u.addMatch(&CTFieldMatch{Field: field, Values: []string{dir}})
+		case "--ctexpire":
+			u.addMatch(&UndecidableMatch{Module: "conntrack --ctexpire", Why: "how long the connection has left"})
 		}
-		m.Negate = o.negate
 		return nil
 	},
-	check: needs("--ctstate"),
+	check: needsAny("--ctstate (or another conntrack option)"),
 }
 
 var setModule = &matchModule{
 	name: "set",
 	// --match-set NAME FLAGS, e.g. "--match-set KUBE-X src,dst".
-	options:  map[string]optionSpec{"--match-set": {values: 2, negatable: true}},
+	// The counter conditions (--packets-gt ...) add an UndecidableMatch;
+	// the other options change only counters and timeouts.
+	options: map[string]optionSpec{
+		"--match-set":      {values: 2, negatable: true},
+		"--return-nomatch": {}, "--update-counters": {negatable: true},
+		"--update-subcounters": {negatable: true}, "--skip-counter-update": {},
+		"--skip-subcounter-update": {},
+		"--packets-eq":             {values: 1, negatable: true}, "--packets-lt": {values: 1}, "--packets-gt": {values: 1},
+		"--bytes-eq": {values: 1, negatable: true}, "--bytes-lt": {values: 1}, "--bytes-gt": {values: 1},
+	},
 	newMatch: func() Match { return &SetMatch{} },
 	setOption: func(u *moduleUse, o optionArg) error {
+		if strings.HasPrefix(o.name, "--packets-") || strings.HasPrefix(o.name, "--bytes-") {
+			if _, err := count(o); err != nil {
+				return err
+			}
+			u.addMatch(&UndecidableMatch{Module: "set " + o.name, Why: "the set entry's counters"})
+			return nil
+		}
+		if o.name != "--match-set" {
+			return nil
+		}
 		name, flags := o.values[0], o.values[1]
 		if name == "" {
 			return o.errorf("empty set name")

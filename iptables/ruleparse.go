@@ -139,11 +139,9 @@ func (p *ruleParser) option(opt string, negate bool) error {
 		if p.protocol != nil {
 			return fmt.Errorf("-p given twice")
 		}
-		v = strings.ToLower(v)
-		switch v {
-		case "tcp", "udp", "sctp", "icmp", "icmpv6", "ipv6-icmp", "all":
-		default:
-			return fmt.Errorf("-p: unsupported protocol %q", v)
+		v, err = parseProtocol(v)
+		if err != nil {
+			return fmt.Errorf("-p: %w", err)
 		}
 		p.protocol = &ProtocolMatch{Protocol: v, Negate: negate}
 		p.spec.Matches = append(p.spec.Matches, p.protocol)

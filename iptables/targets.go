@@ -38,6 +38,10 @@ var targets = byName("target", func(d *targetDef) string { return d.name },
 	&targetDef{name: "NOTRACK"},
 	dnatTarget, snatTarget, masqueradeTarget, redirectTarget,
 	markTarget, rejectTarget, logTarget,
+	// Other software's targets (targets_more.go).
+	connmarkTarget, ctTarget, tproxyTarget, netmapTarget, nfqueueTarget,
+	nflogTarget, tcpmssTarget, checksumTarget, classifyTarget, dscpTarget, tosTarget,
+	auditTarget, traceTarget,
 )
 
 // IsStandardTarget reports whether name is a verdict or a target extension
@@ -153,26 +157,11 @@ var markTarget = &targetDef{
 		if len(u.seen) > 0 {
 			return o.errorf("only one mark operation is allowed")
 		}
-		val, mask, err := parseMark(o.value())
+		op, err := markOperation(o)
 		if err != nil {
-			return o.errorf("%v", err)
+			return err
 		}
-		if strings.Contains(o.value(), "/") && o.name != "--set-xmark" && o.name != "--set-mark" {
-			return o.errorf("takes no mask")
-		}
-		t := u.target
-		switch o.name {
-		case "--set-xmark":
-			t.MarkValue, t.MarkMask = val, mask
-		case "--set-mark":
-			t.MarkValue, t.MarkMask = val, mask|val
-		case "--or-mark":
-			t.MarkValue, t.MarkMask = val, val
-		case "--and-mark":
-			t.MarkValue, t.MarkMask = 0, ^val
-		case "--xor-mark":
-			t.MarkValue, t.MarkMask = val, 0
-		}
+		u.target.MarkValue, u.target.MarkMask = op.value, op.mask
 		return nil
 	},
 	check: func(u *targetUse) error {
@@ -181,6 +170,32 @@ var markTarget = &targetDef{
 		}
 		return nil
 	},
+}
+
+// markOp is a mark operation normalised to new = (old &^ mask) ^ value.
+type markOp struct{ value, mask uint32 }
+
+// markOperation reads one of the mark operations MARK and CONNMARK share:
+// --set-xmark, --set-mark, --or-mark, --and-mark, --xor-mark.
+func markOperation(o optionArg) (markOp, error) {
+	val, mask, err := parseMark(o.value())
+	if err != nil {
+		return markOp{}, o.errorf("%v", err)
+	}
+	if strings.Contains(o.value(), "/") && o.name != "--set-xmark" && o.name != "--set-mark" {
+		return markOp{}, o.errorf("takes no mask")
+	}
+	switch o.name {
+	case "--set-xmark":
+		return markOp{val, mask}, nil
+	case "--set-mark":
+		return markOp{val, mask | val}, nil
+	case "--or-mark":
+		return markOp{val, val}, nil
+	case "--and-mark":
+		return markOp{0, ^val}, nil
+	}
+	return markOp{val, 0}, nil // --xor-mark
 }
 
 var rejectTarget = &targetDef{

@@ -5,57 +5,66 @@ import (
 	"fmt"
 )
 
-// The kinds of error Trace returns when it cannot decide a packet's fate
-// from what it was given. The error names the rule ("trace:
-// TABLE/CHAIN rule N (RULE): ...") and wraps one of these; test it with
-// errors.Is. A rule's test that cannot be decided is only an error when no
-// other test of the same rule certainly fails, since then the answer depends
-// on it.
-//
-// Other errors have no kind: a packet without valid Src and Dst, or of mixed
-// families; a rule ParseRuleArgs rejects (such as an unsupported -m module);
-// a jump to a chain the table does not have; jumps nested deeper than
-// MaxDepth.
+// The kinds of test the tracer cannot decide from what it was given. It
+// does not stop on them: it follows both ways and records an Undecided,
+// whose Kind is one of these (test it with errors.Is), on every outcome
+// that depends on the test. Each says what would decide it.
 var (
 	// ErrNeedInIface: an Incoming packet without Packet.InIface reached a
-	// rule that tests the input interface (-i). Set InIface and trace
-	// again. A Local packet never needs it: it has no input interface.
+	// rule that tests the input interface (-i). A Local packet never
+	// needs it: it has no input interface.
 	ErrNeedInIface = errors.New("the packet's input interface (Packet.InIface) is needed")
 
-	// ErrNeedOutIface: a packet without Packet.OutIface reached a rule that
-	// tests the output interface (-o). Set OutIface and trace again.
-	ErrNeedOutIface = errors.New("the packet's output interface (Packet.OutIface) is needed")
+	// ErrNeedOutIface: the output interface is not known (no
+	// Context.Route, or it has no route, and no Packet.OutIface) and a
+	// rule tests it (-o).
+	ErrNeedOutIface = errors.New("the packet's output interface is needed (Context.Route or Packet.OutIface)")
+
+	// ErrNeedRoutes: a test depends on the node's routes (-m rpfilter)
+	// and Context.Route is nil.
+	ErrNeedRoutes = errors.New("the node's routes are needed (Context.Route)")
 
 	// ErrNeedSrcPort: a packet with Packet.SrcPort 0 reached a rule that
-	// tests the source port (--sport). Set SrcPort and trace again.
+	// tests the source port.
 	ErrNeedSrcPort = errors.New("the packet's source port (Packet.SrcPort) is needed")
 
-	// ErrUnsupported: a rule the packet reached uses something ParseRuleArgs
-	// accepts but the tracer cannot evaluate: a match type it does not know,
-	// -m addrtype with --limit-iface-in/out or a type other than LOCAL,
-	// -m set on a set of more than one dimension, a target extension it
-	// does not model (such as REDIRECT), or DNAT to a range of addresses or
-	// ports. Tracing again with other input will not help.
-	ErrUnsupported = errors.New("not supported by the tracer")
+	// ErrNeedLocalAddrs: Context.LocalAddrsPartial is set and a test
+	// depends on whether an address not in Context.LocalAddrs is the
+	// node's own (or REDIRECT needs the input interface's address).
+	ErrNeedLocalAddrs = errors.New("the node's own addresses are needed (Context.LocalAddrs)")
 
-	// ErrUnknownSet: a rule the packet reached tests an ipset (-m set
-	// --match-set) that is not in Context.Sets. The tracer does not take a
-	// missing set as empty; add its members to Context.Sets.
-	ErrUnknownSet = errors.New("set not in the trace Context")
+	// ErrUnknownSet: a rule tests an ipset whose members are not known (not
+	// in Context.Sets, and Context.ReadSet is nil or failed).
+	ErrUnknownSet = errors.New("the set's members are needed (Context.Sets)")
+
+	// ErrNeedBridges: a -m physdev test depends on whether the interfaces
+	// are bridges, and Context.BridgesKnown is false.
+	ErrNeedBridges = errors.New("the node's bridges are needed (Context.Bridges)")
+
+	// ErrUndecidable: the result depends on something no description of
+	// one packet holds: traffic rates, local sockets, MAC addresses, a
+	// userspace program (NFQUEUE), set counters, the address DNAT picks
+	// from a range, a bridged packet's ports.
+	ErrUndecidable = errors.New("not decidable from one packet")
+
+	// ErrUnsupported: a rule the parser (iptables.ParseRuleArgs) rejects,
+	// such as one with a match module it does not know, or an address type
+	// the tracer does not model.
+	ErrUnsupported = errors.New("not supported by the tracer")
 )
 
-// kindError is an error of one of the kinds above whose message is the
-// tracer's own sentence: the kind is for errors.Is and adds no words,
-// so callers print exactly what the tracer says about the rule.
-type kindError struct {
+// Errors Trace returns stop the trace: a packet without valid Src and
+// Dst, or of mixed families; a chain the Chains source could not read; a
+// jump to a chain the table does not have; jumps nested deeper than
+// MaxDepth; more than MaxBranches ways through the rules.
+
+// undecided is a test the tracer could not decide: a sentence saying what
+// is unknown, and its kind.
+type undecided struct {
 	kind error
-	msg  string
+	what string
 }
 
-func (e *kindError) Error() string { return e.msg }
-func (e *kindError) Unwrap() error { return e.kind }
-
-// errorOf returns an error of the given kind with the formatted message.
-func errorOf(kind error, format string, a ...any) error {
-	return &kindError{kind: kind, msg: fmt.Sprintf(format, a...)}
+func undecidedf(kind error, format string, a ...any) *undecided {
+	return &undecided{kind: kind, what: fmt.Sprintf(format, a...)}
 }

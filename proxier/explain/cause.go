@@ -3,22 +3,48 @@ package explain
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/svcproxy/svcproxy/iptables"
 	"github.com/svcproxy/svcproxy/iptables/trace"
 )
 
-// Comment returns the --comment of a rule's raw text, or "".
+// Comment returns the first --comment of a rule's raw text, or "".
 func Comment(raw string) string {
+	if c := Comments(raw); len(c) > 0 {
+		return c[0]
+	}
+	return ""
+}
+
+// Comments returns every --comment of a rule's raw text, in order (Calico
+// writes an id, then words).
+func Comments(raw string) []string {
 	args, err := iptables.SplitLine(raw)
 	if err != nil {
-		return ""
+		return nil
 	}
+	var out []string
 	for i := 0; i+1 < len(args); i++ {
 		if args[i] == "--comment" {
-			return args[i+1]
+			out = append(out, args[i+1])
 		}
+	}
+	return out
+}
+
+// describingComment is the comment that says most about a rule: the last
+// one with words in it, else the first.
+func describingComment(raw string) string {
+	cs := Comments(raw)
+	for _, c := range slices.Backward(cs) {
+		if strings.Contains(c, " ") {
+			return c
+		}
+	}
+	if len(cs) > 0 {
+		return cs[0]
 	}
 	return ""
 }
@@ -85,7 +111,7 @@ func Cause(verdict string, path []Step, p trace.Packet) string {
 	if last.Rule == 0 {
 		return fmt.Sprintf("%s: the %s %s chain's policy is %s and no rule accepted the packet", verdict, last.Table, last.Chain, verdict)
 	}
-	comment := Comment(last.Raw)
+	comment := describingComment(last.Raw)
 	for _, c := range causeRules {
 		if m := c.re.FindStringSubmatch(comment); m != nil {
 			return fmt.Sprintf("%s: %s %s", verdict, c.text(m, last, p), where)

@@ -77,7 +77,7 @@ func check(t *testing.T, p trace.Packet, n Node) *Report {
 	if p.Protocol == "" {
 		p.Protocol = "tcp"
 	}
-	r, err := Explain(d, nodeCtx, p)
+	r, err := Explain(trace.DumpChains{Dump: d}, nodeCtx, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,30 +114,30 @@ func TestCheck(t *testing.T) {
 		problems []string // substrings, one per problem, in order
 	}{
 		{"healthy node, from a pod", pkt("198.51.100.3", "203.0.113.10", 80, trace.Incoming),
-			Node{goodNode, goodSysctls, []string{"cbr0"}}, StatusOK, nil},
+			Node{Routes: goodNode, Sysctls: goodSysctls, Bridges: []string{"cbr0"}, BridgesKnown: true}, StatusOK, nil},
 		{"healthy node, from the node", pkt("192.0.2.11", "203.0.113.10", 80, trace.Local),
-			Node{goodNode, goodSysctls, nil}, StatusOK, nil},
+			Node{Routes: goodNode, Sysctls: goodSysctls, Bridges: nil, BridgesKnown: true}, StatusOK, nil},
 		{"no route to the cluster IP from the node", pkt("192.0.2.11", "203.0.113.10", 80, trace.Local),
-			Node{noDefault, goodSysctls, nil}, StatusFail,
+			Node{Routes: noDefault, Sysctls: goodSysctls, Bridges: nil, BridgesKnown: true}, StatusFail,
 			[]string{"error: no route to 203.0.113.10 (network is unreachable): connections from this node fail before DNAT; add a default route or a route for the service CIDR"}},
 		{"no default route does not matter to forwarded traffic", pkt("198.51.100.3", "203.0.113.10", 80, trace.Incoming),
-			Node{noDefault, goodSysctls, nil}, StatusOK, nil},
+			Node{Routes: noDefault, Sysctls: goodSysctls, Bridges: nil, BridgesKnown: true}, StatusOK, nil},
 		{"forwarding off", pkt("192.0.2.100", "192.0.2.11", 30080, trace.Incoming),
-			Node{goodNode, with(goodSysctls, "net.ipv4.ip_forward", "0"), nil}, StatusFail,
+			Node{Routes: goodNode, Sysctls: with(goodSysctls, "net.ipv4.ip_forward", "0"), Bridges: nil, BridgesKnown: true}, StatusFail,
 			[]string{"error: net.ipv4.ip_forward=0"}},
 		{"forwarding off does not matter from the node", pkt("192.0.2.11", "203.0.113.10", 80, trace.Local),
-			Node{goodNode, with(goodSysctls, "net.ipv4.ip_forward", "0"), nil}, StatusOK, nil},
+			Node{Routes: goodNode, Sysctls: with(goodSysctls, "net.ipv4.ip_forward", "0"), Bridges: nil, BridgesKnown: true}, StatusOK, nil},
 		{"route_localnet off for a localhost NodePort", pkt("127.0.0.1", "127.0.0.1", 30080, trace.Local),
-			Node{goodNode, with(goodSysctls, "net.ipv4.conf.all.route_localnet", "0"), nil}, StatusFail,
+			Node{Routes: goodNode, Sysctls: with(goodSysctls, "net.ipv4.conf.all.route_localnet", "0"), Bridges: nil, BridgesKnown: true}, StatusFail,
 			[]string{"error: net.ipv4.conf.all.route_localnet=0"}},
 		{"br_netfilter missing, same bridge", pkt("198.51.100.3", "203.0.113.10", 80, trace.Incoming),
-			Node{goodNode, with(goodSysctls, "net.bridge.bridge-nf-call-iptables", ""), []string{"cbr0"}}, StatusFail,
+			Node{Routes: goodNode, Sysctls: with(goodSysctls, "net.bridge.bridge-nf-call-iptables", ""), Bridges: []string{"cbr0"}, BridgesKnown: true}, StatusFail,
 			[]string{"error: net.bridge.bridge-nf-call-iptables is missing (br_netfilter not loaded) and bridge cbr0 is present: replies from 198.51.100.2:8080 to 198.51.100.3"}},
 		{"bridge-nf off, client off the bridge", pkt("192.0.2.100", "192.0.2.11", 30080, trace.Incoming),
-			Node{goodNode, with(goodSysctls, "net.bridge.bridge-nf-call-iptables", "0"), []string{"cbr0"}}, StatusOK,
+			Node{Routes: goodNode, Sysctls: with(goodSysctls, "net.bridge.bridge-nf-call-iptables", "0"), Bridges: []string{"cbr0"}, BridgesKnown: true}, StatusOK,
 			[]string{"warning: net.bridge.bridge-nf-call-iptables=0 and bridge cbr0 is present: pods reaching a service endpoint on the same bridge (hairpin) will fail"}},
 		{"no route to an endpoint", pkt("192.0.2.100", "192.0.2.11", 30080, trace.Incoming),
-			Node{goodNode[:1], goodSysctls, nil}, StatusFail,
+			Node{Routes: goodNode[:1], Sysctls: goodSysctls, Bridges: nil, BridgesKnown: true}, StatusFail,
 			[]string{"error: no route to endpoint 198.51.100.66:8080: network is unreachable"}},
 	}
 	for _, tt := range tests {
@@ -162,7 +162,7 @@ func TestCheck(t *testing.T) {
 }
 
 func TestEndpointRoutes(t *testing.T) {
-	r := check(t, pkt("198.51.100.3", "203.0.113.10", 80, trace.Incoming), Node{goodNode, goodSysctls, nil})
+	r := check(t, pkt("198.51.100.3", "203.0.113.10", 80, trace.Incoming), Node{Routes: goodNode, Sysctls: goodSysctls, Bridges: nil, BridgesKnown: true})
 	var got []string
 	for _, rt := range r.Routes {
 		got = append(got, rt.String())

@@ -2,9 +2,12 @@ package explain
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/svcproxy/svcproxy/ipset"
@@ -17,49 +20,43 @@ import (
 // so that tests can substitute them. ForThisNode reads the node the caller
 // runs on.
 type LiveNode struct {
-	// Save returns iptables-save output of the nat and filter tables.
-	Save       func(ctx context.Context, family iptables.Family) ([]byte, error)
+	// IPTables opens the node's iptables of one family. Live reads its
+	// chains one at a time (SaveChain), never a whole table.
+	IPTables   func(ctx context.Context, family iptables.Family) (iptables.Interface, error)
 	SetMembers func(name string) ([]netip.Prefix, error)
-	LocalAddrs func() ([]netip.Addr, error)
+	Addrs      func() ([]host.IfaceAddr, error)
 	Node       func() (Node, error)
 }
 
 // ForThisNode reads this node (the calling thread's network namespace):
-// iptables-save through the auto-detected backend, ipsets and routes
-// through netlink, sysctls through /proc/sys.
+// iptables through the auto-detected backend, ipsets and routes through
+// netlink, sysctls through /proc/sys.
 func ForThisNode() LiveNode {
 	return LiveNode{
-		Save: func(ctx context.Context, family iptables.Family) ([]byte, error) {
-			ipt, err := iptables.New(iptables.OSExecutor{}, iptables.Options{Family: family})
-			if err != nil {
-				return nil, err
-			}
-			var out []byte
-			for _, t := range []iptables.Table{iptables.TableNAT, iptables.TableFilter} {
-				b, err := ipt.Save(ctx, t)
-				if err != nil {
-					return nil, fmt.Errorf("iptables-save -t %s: %w", t, err)
-				}
-				out = append(out, b...)
-			}
-			return out, nil
+		IPTables: func(_ context.Context, family iptables.Family) (iptables.Interface, error) {
+			return iptables.New(iptables.OSExecutor{}, iptables.Options{Family: family})
 		},
 		SetMembers: func(name string) ([]netip.Prefix, error) { return ipset.New().ListMembers(name) },
-		LocalAddrs: host.InterfaceAddrs,
+		Addrs:      host.IfaceAddrsOfNode,
 		Node: func() (Node, error) {
 			bridges, err := host.Bridges()
 			if err != nil {
 				return Node{}, err
 			}
-			return Node{Routes: host.NetlinkRoutes{}, Sysctls: host.ProcSys{}, Bridges: bridges}, nil
+			return Node{Routes: host.NetlinkRoutes{}, Sysctls: host.ProcSys{}, Bridges: bridges, BridgesKnown: true}, nil
 		},
 	}
 }
 
-// Live traces p through the node's live rules and checks its routes and
-// sysctls. A packet from the node (trace.Local) without a source gets the
-// one the kernel would pick; an incoming packet without InIface arrives
-// where the route back to its source leaves.
+// liveTimeout bounds reading the node's rules.
+const liveTimeout = 60 * time.Second
+
+// Live traces p through the node's live rules, reading only the chains the
+// packet can reach, and checks its routes, sysctls and the reply's way
+// back. A packet from the node (trace.Local) without a source gets the one
+// the kernel would pick; an incoming packet without InIface arrives where
+// the route back to its source leaves. A chain that cannot be read fails
+// the explanation with the read's error.
 func Live(ctx context.Context, p trace.Packet, l LiveNode) (*Report, error) {
 	ctx, cancel := context.WithTimeout(ctx, liveTimeout)
 	defer cancel()
@@ -67,23 +64,11 @@ func Live(ctx context.Context, p trace.Packet, l LiveNode) (*Report, error) {
 	if p.Dst.Is6() {
 		family = iptables.IPv6
 	}
-	text, err := l.Save(ctx, family)
+	ipt, err := l.IPTables(ctx, family)
 	if err != nil {
-		return nil, fmt.Errorf("reading the live rules (run as root, in the node's network namespace): %w", err)
+		return nil, fmt.Errorf("opening iptables (run as root, in the node's network namespace): %w", err)
 	}
-	rules, err := iptables.ParseDump(text)
-	if err != nil {
-		return nil, fmt.Errorf("parsing iptables-save output: %w", err)
-	}
-	sets := map[string][]netip.Prefix{}
-	for _, name := range referencedSets(rules) {
-		members, err := l.SetMembers(name)
-		if err != nil {
-			return nil, fmt.Errorf("reading ipset %s: %w", name, err)
-		}
-		sets[name] = members
-	}
-	local, err := l.LocalAddrs()
+	addrs, err := l.Addrs()
 	if err != nil {
 		return nil, fmt.Errorf("listing local addresses: %w", err)
 	}
@@ -91,30 +76,68 @@ func Live(ctx context.Context, p trace.Packet, l LiveNode) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	if p.Origin == trace.Local && !p.Src.IsValid() {
-		p.Src = nodeSource(p.Dst, local, node.Routes)
-		if !p.Src.IsValid() {
-			return nil, fmt.Errorf("--from-node: this node has no %s address", familyWord(p.Dst))
-		}
-	}
-	FromLocal(&p, local)
-	if p.Origin == trace.Incoming && p.InIface == "" {
-		// The packet arrives where the route back to its source leaves.
-		if rt, err := node.Routes.RouteGet(p.Src); err == nil {
-			p.InIface = rt.Iface
-		}
-	}
-	tctx := trace.Context{LocalAddrs: local, Sets: sets}
-	rep, err := Explain(rules, tctx, p)
-	if err != nil {
+	node.Addrs = addrs
+	local := host.AddrsOf(addrs)
+	if err := sourceAndInterface(&p, local, node.Routes); err != nil {
 		return nil, err
 	}
+	chains := NewLiveChains(ctx, ipt)
+	chains.Prefetch(builtinChains)
+	tctx := trace.Context{LocalAddrs: local, IfaceAddrs: host.ByIface(addrs), ReadSet: l.SetMembers,
+		Route: routeIface(node.Routes), Bridges: node.Bridges, BridgesKnown: node.BridgesKnown}
+	rep, err := Explain(chains, tctx, p)
+	if err != nil {
+		return nil, fmt.Errorf("reading the live rules: %w", err)
+	}
+	rep.Rules = RulesInfo{Source: "live", Backend: string(ipt.Backend()), ChainsRead: chains.Reads()}
 	Check(rep, tctx, p, node)
 	return rep, nil
 }
 
-// liveTimeout bounds reading the node's rules.
-const liveTimeout = 30 * time.Second
+// ResolveLive finds ref in the comments of this node's live rules of the
+// family, reading chain by chain (see ResolveFromComments).
+func ResolveLive(ctx context.Context, ref ServiceRef, proto string, family iptables.Family, l LiveNode) (ServicePort, error) {
+	ctx, cancel := context.WithTimeout(ctx, liveTimeout)
+	defer cancel()
+	ipt, err := l.IPTables(ctx, family)
+	if err != nil {
+		return ServicePort{}, fmt.Errorf("opening iptables (run as root, in the node's network namespace): %w", err)
+	}
+	return ResolveFromComments(ref, NewLiveChains(ctx, ipt), proto)
+}
+
+// sourceAndInterface completes p from the node: a node's packet without a
+// source gets the one the kernel picks, a packet from one of the node's
+// addresses becomes a node's packet, and an incoming packet without an
+// input interface arrives where the route back to its source leaves
+// (routes may be nil: unknown).
+func sourceAndInterface(p *trace.Packet, local []netip.Addr, routes host.RouteLookup) error {
+	if p.Origin == trace.Local && !p.Src.IsValid() {
+		p.Src = nodeSource(p.Dst, local, routes)
+		if !p.Src.IsValid() {
+			return fmt.Errorf("--from-node: this node has no %s address", familyWord(p.Dst))
+		}
+	}
+	FromLocal(p, local)
+	if p.Origin == trace.Incoming && p.InIface == "" && routes != nil {
+		if rt, err := routes.RouteGet(p.Src); err == nil {
+			p.InIface = rt.Iface
+		}
+	}
+	return nil
+}
+
+// routeIface adapts routes to the tracer's Context.Route (nil when routes
+// are unknown).
+func routeIface(routes host.RouteLookup) func(netip.Addr) (string, bool) {
+	if routes == nil {
+		return nil
+	}
+	return func(dst netip.Addr) (string, bool) {
+		rt, err := routes.RouteGet(dst)
+		return rt.Iface, err == nil
+	}
+}
 
 // FromLocal makes an incoming p from one of the node's own addresses (or
 // loopback) a packet of a local process.
@@ -131,9 +154,11 @@ func nodeSource(dst netip.Addr, local []netip.Addr, routes host.RouteLookup) net
 	if dst.IsLoopback() {
 		return dst
 	}
-	if rt, err := routes.RouteGet(dst); err == nil {
-		if a, err := netip.ParseAddr(rt.Src); err == nil {
-			return a
+	if routes != nil {
+		if rt, err := routes.RouteGet(dst); err == nil {
+			if a, err := netip.ParseAddr(rt.Src); err == nil {
+				return a
+			}
 		}
 	}
 	for _, a := range local {
@@ -151,25 +176,118 @@ func familyWord(a netip.Addr) string {
 	return "IPv4"
 }
 
-// referencedSets lists the ipsets the rules match with -m set, sorted. Rules
-// the parser does not understand name no set it could read.
-func referencedSets(d *iptables.Dump) []string {
-	var names []string
-	for _, t := range d.Tables {
-		for _, c := range t.Chains {
-			for _, r := range c.Rules {
-				spec, err := iptables.ParseRuleArgs(r.Args)
-				if err != nil {
-					continue
-				}
-				for _, m := range spec.Matches {
-					if set, ok := m.(*iptables.SetMatch); ok && !slices.Contains(names, set.Name) {
-						names = append(names, set.Name)
-					}
-				}
-			}
+// builtinChains are the chains every trace starts from, read ahead.
+var builtinChains = []chainName{
+	{iptables.TableRaw, "PREROUTING"}, {iptables.TableRaw, "OUTPUT"},
+	{iptables.TableMangle, "PREROUTING"}, {iptables.TableMangle, "INPUT"}, {iptables.TableMangle, "FORWARD"},
+	{iptables.TableMangle, "OUTPUT"}, {iptables.TableMangle, "POSTROUTING"},
+	{iptables.TableNAT, "PREROUTING"}, {iptables.TableNAT, "INPUT"}, {iptables.TableNAT, "OUTPUT"}, {iptables.TableNAT, "POSTROUTING"},
+	{iptables.TableFilter, "INPUT"}, {iptables.TableFilter, "FORWARD"}, {iptables.TableFilter, "OUTPUT"},
+	{iptables.TableNAT, "KUBE-SERVICES"}, {iptables.TableFilter, "KUBE-SERVICES"},
+}
+
+type chainName struct {
+	table iptables.Table
+	name  string
+}
+
+// LiveChains reads a live node's chains for the tracer one at a time
+// ("iptables -t TABLE -S CHAIN", whose cost follows the chain), caching
+// each: on a node of 100,000 chains a packet reaches a few dozen, while a
+// whole-table save takes minutes or crashes.
+type LiveChains struct {
+	ctx   context.Context
+	ipt   iptables.Interface
+	mu    sync.Mutex
+	cache map[chainName]*iptables.Chain
+	reads int
+}
+
+var _ trace.Chains = (*LiveChains)(nil)
+
+// NewLiveChains reads chains through ipt, bounded by ctx.
+func NewLiveChains(ctx context.Context, ipt iptables.Interface) *LiveChains {
+	return &LiveChains{ctx: ctx, ipt: ipt, cache: map[chainName]*iptables.Chain{}}
+}
+
+// Chain implements trace.Chains.
+func (l *LiveChains) Chain(table iptables.Table, name string) (*iptables.Chain, error) {
+	k := chainName{table, name}
+	l.mu.Lock()
+	c, ok := l.cache[k]
+	l.mu.Unlock()
+	if ok {
+		return c, nil
+	}
+	c, err := l.read(k)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.cache[k] = c
+	l.mu.Unlock()
+	return c, nil
+}
+
+// read asks iptables for one chain; a chain that does not exist is nil.
+func (l *LiveChains) read(k chainName) (*iptables.Chain, error) {
+	l.mu.Lock()
+	l.reads++
+	l.mu.Unlock()
+	text, err := l.ipt.SaveChain(l.ctx, k.table, k.name)
+	if errors.Is(err, iptables.ErrNoChain) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	c, err := iptables.ParseChain(k.table, withoutComments(text))
+	if err != nil {
+		return nil, fmt.Errorf("iptables -t %s -S %s: %w", k.table, k.name, err)
+	}
+	return c, nil
+}
+
+// withoutComments drops the "# Warning: ..." lines iptables-nft may print.
+func withoutComments(text []byte) []byte {
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(string(text), "\n") {
+		if !strings.HasPrefix(line, "#") {
+			b.WriteString(line)
 		}
 	}
-	slices.Sort(names)
-	return names
+	return []byte(b.String())
+}
+
+// Prefetch reads chains ahead, a few at a time, so that the walk finds
+// them cached. A chain that fails here is read again (and its error
+// reported) when the walk reaches it.
+func (l *LiveChains) Prefetch(chains []chainName) {
+	var wg sync.WaitGroup
+	work := make(chan chainName)
+	for range min(4, len(chains)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range work {
+				if c, err := l.read(k); err == nil {
+					l.mu.Lock()
+					l.cache[k] = c
+					l.mu.Unlock()
+				}
+			}
+		}()
+	}
+	for _, k := range chains {
+		work <- k
+	}
+	close(work)
+	wg.Wait()
+}
+
+// Reads returns how many chains have been read so far.
+func (l *LiveChains) Reads() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.reads
 }

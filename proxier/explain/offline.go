@@ -21,5 +21,10 @@ func Offline(rendered []byte, cfg *rules.NodeConfig, p trace.Packet) (*Report, e
 	}
 	local := append(append([]netip.Addr{}, cfg.NodeIPs...), cfg.NodePortAddresses...)
 	FromLocal(&p, local)
-	return Explain(d, trace.Context{LocalAddrs: local, Sets: cfg.IPSets}, p)
+	r, err := Explain(trace.DumpChains{Dump: d}, trace.Context{LocalAddrs: local, Sets: cfg.IPSets}, p)
+	if err != nil {
+		return nil, err
+	}
+	r.Rules = RulesInfo{Source: "manifests"}
+	return r, nil
 }

@@ -11,7 +11,6 @@ package host
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -20,19 +19,11 @@ import (
 // InterfaceAddrs lists the addresses of every interface (IPv4-mapped IPv6
 // addresses unmapped).
 func InterfaceAddrs() ([]netip.Addr, error) {
-	addrs, err := net.InterfaceAddrs()
+	addrs, err := IfaceAddrsOfNode()
 	if err != nil {
-		return nil, fmt.Errorf("listing interface addresses: %w", err)
+		return nil, err
 	}
-	var out []netip.Addr
-	for _, a := range addrs {
-		if ipn, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
-				out = append(out, ip.Unmap())
-			}
-		}
-	}
-	return out, nil
+	return AddrsOf(addrs), nil
 }
 
 // KernelIPv6 reports, as kube-proxy checks it, why this network namespace

@@ -49,21 +49,7 @@ func TestExplainOffline(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			code, out, errOut := runExplain(t, tt.args...)
-			if code != tt.code {
-				t.Errorf("exit %d, want %d; stderr %q", code, tt.code, errOut)
-			}
-			lines := strings.Split(strings.TrimSpace(out), "\n")
-			if last := lines[len(lines)-1]; !strings.Contains(last, tt.verdict) {
-				t.Errorf("verdict line %q, want it to contain %q\n%s", last, tt.verdict, out)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(out, w) {
-					t.Errorf("output lacks %q:\n%s", w, out)
-				}
-			}
-			if errOut != "" {
-				t.Errorf("stderr %q", errOut)
-			}
+			checkExplained(t, code, out, errOut, tt.code, tt.verdict, tt.want)
 		})
 	}
 }
@@ -93,7 +79,7 @@ func TestExplainBadInput(t *testing.T) {
 		{[]string{"--to", "203.0.113.10:80"}, "--from: required"},
 		{[]string{"--from", "198.51.100.300", "--to", "203.0.113.10:80"}, `--from: "198.51.100.300" is not an IP address`},
 		{[]string{"--from", "198.51.100.4"}, "--to: required"},
-		{[]string{"--from", "198.51.100.4", "--to", "web:80"}, `--to: "web:80" is not IP:PORT or IP`},
+		{[]string{"--from", "198.51.100.4", "--to", "web:80"}, `--to: "web:80" is not IP:PORT, IP or NAMESPACE/NAME[:PORT]`},
 		{[]string{"--from", "198.51.100.4", "--to", "203.0.113.10"}, "--port: a destination port"},
 		{[]string{"--from", "198.51.100.4", "--to", "203.0.113.10:80", "--proto", "icmp"}, `--proto: "icmp" is not tcp, udp or sctp`},
 		{[]string{"--from", "198.51.100.4", "--from-node", "--to", "203.0.113.10:80"}, "--from and --from-node"},
@@ -109,5 +95,26 @@ func TestExplainBadInput(t *testing.T) {
 	code, _, errOut := runMain(t, "", "explain", "-f", "../../../manifests/examples", "--from-node", "--to", "203.0.113.10:80")
 	if code != 2 || !strings.Contains(errOut, "--from-node: the node's address is unknown") {
 		t.Errorf("--from-node without a node: exit %d, %q", code, errOut)
+	}
+}
+
+// checkExplained checks an explain run: its exit code, the verdict (the
+// last line) and more substrings of its output, and an empty stderr.
+func checkExplained(t *testing.T, code int, out, errOut string, wantCode int, verdict string, want []string) {
+	t.Helper()
+	if code != wantCode {
+		t.Errorf("exit %d, want %d; stderr %q", code, wantCode, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if last := lines[len(lines)-1]; !strings.Contains(last, verdict) {
+		t.Errorf("verdict line %q, want it to contain %q\n%s", last, verdict, out)
+	}
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("output lacks %q:\n%s", w, out)
+		}
+	}
+	if errOut != "" {
+		t.Errorf("stderr %q", errOut)
 	}
 }
