@@ -245,6 +245,9 @@ func ParseChain(table Table, text []byte) (*Chain, error) {
 			body.WriteString(":" + f[1] + " - [0:0]\n")
 		case strings.HasPrefix(line, "-A "):
 			body.WriteString(line + "\n")
+		case strings.HasPrefix(line, "#"):
+			// iptables-nft's notes, such as "# Warning: iptables-legacy
+			// tables present".
 		case strings.TrimSpace(line) != "":
 			return nil, fmt.Errorf("iptables -S output: unexpected line %q", line)
 		}

@@ -159,3 +159,22 @@ func TestParseDumpIsLenientAboutRuleArgs(t *testing.T) {
 		t.Errorf("FORWARD has %d rules, want 1", n)
 	}
 }
+
+// ParseChain reads "iptables -S CHAIN" output, including iptables-nft's
+// warning lines.
+func TestParseChain(t *testing.T) {
+	c, err := ParseChain(TableNAT, []byte("# Warning: iptables-legacy tables present, use iptables-legacy to see them\n-N KUBE-SVC-X\n-A KUBE-SVC-X -m comment --comment \"a b\" -j KUBE-SEP-Y\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Name != "KUBE-SVC-X" || len(c.Rules) != 1 || c.Rules[0].Args[len(c.Rules[0].Args)-1] != "KUBE-SEP-Y" {
+		t.Errorf("ParseChain = %+v", c)
+	}
+	b, err := ParseChain(TableFilter, []byte("-P INPUT DROP\n"))
+	if err != nil || b.Policy != "DROP" {
+		t.Errorf("built-in chain: %+v, %v", b, err)
+	}
+	if _, err := ParseChain(TableNAT, []byte("-Z KUBE\n")); err == nil {
+		t.Error("an unexpected line is an error")
+	}
+}
