@@ -216,3 +216,43 @@ spec:
 		}
 	}
 }
+
+// explain's -f mode builds its node from the same flags: with addresses of
+// both families in --nodeport-addresses, an IPv6 packet meets only the
+// IPv6 ones (and the IPv4 rules never see an IPv6 address).
+func TestExplainNodePortAddressesPerFamily(t *testing.T) {
+	svc := `apiVersion: v1
+kind: Service
+metadata: {name: np, namespace: demo}
+spec:
+  type: NodePort
+  clusterIPs: [203.0.113.9, "2001:db8:5::9"]
+  ipFamilies: [IPv4, IPv6]
+  ports: [{name: http, port: 80, nodePort: 30009}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: np-6, namespace: demo, labels: {kubernetes.io/service-name: np}}
+addressType: IPv6
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: ["2001:db8:6::2"]}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: np-4, namespace: demo, labels: {kubernetes.io/service-name: np}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: ["198.51.100.2"]}]
+`
+	for _, tc := range []struct{ family, from, to, want string }{
+		{"ipv6", "2001:db8:99::1", "[2001:db8::11]:30009", "reaches 1 endpoint of demo/np:http ([2001:db8:6::2]:8080)"},
+		{"ipv4", "203.0.113.200", "192.0.2.11:30009", "reaches 1 endpoint of demo/np:http (198.51.100.2:8080)"},
+		{"ipv6", "2001:db8:99::1", "[2001:db8::12]:30009", "no service matched"},
+	} {
+		code, out, errOut := runMain(t, svc, "explain", "-f", "-", "--node-name", "node1", "--ip-family", tc.family,
+			"--from", tc.from, "--nodeport-addresses", "192.0.2.11,2001:db8::11", "--to", tc.to)
+		if !strings.Contains(out, tc.want) {
+			t.Errorf("explain --to %s: exit %d, want %q in:\n%s%s", tc.to, code, tc.want, out, errOut)
+		}
+	}
+}
