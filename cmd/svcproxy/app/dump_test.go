@@ -178,11 +178,8 @@ func TestDumpPodEgressAndDetectLocal(t *testing.T) {
 	}
 }
 
-// --nodeport-addresses with addresses of both families: each family's rules
-// get only their own (issue 8); none of the family means every local
-// address, as kube-proxy's nodePortAddresses.
-func TestDumpNodePortAddressesPerFamily(t *testing.T) {
-	svc := `apiVersion: v1
+// dualStackNodePort is one NodePort Service of both families.
+const dualStackNodePort = `apiVersion: v1
 kind: Service
 metadata: {name: np, namespace: demo}
 spec:
@@ -191,6 +188,12 @@ spec:
   ipFamilies: [IPv4, IPv6]
   ports: [{name: http, port: 80, nodePort: 30009}]
 `
+
+// --nodeport-addresses with addresses of both families: each family's rules
+// get only their own (issue 8); none of the family means every local
+// address, as kube-proxy's nodePortAddresses.
+func TestDumpNodePortAddressesPerFamily(t *testing.T) {
+	svc := dualStackNodePort
 	const jump = " -j KUBE-NODEPORTS"
 	for _, tc := range []struct {
 		family, addrs string
@@ -221,15 +224,7 @@ spec:
 // both families in --nodeport-addresses, an IPv6 packet meets only the
 // IPv6 ones (and the IPv4 rules never see an IPv6 address).
 func TestExplainNodePortAddressesPerFamily(t *testing.T) {
-	svc := `apiVersion: v1
-kind: Service
-metadata: {name: np, namespace: demo}
-spec:
-  type: NodePort
-  clusterIPs: [203.0.113.9, "2001:db8:5::9"]
-  ipFamilies: [IPv4, IPv6]
-  ports: [{name: http, port: 80, nodePort: 30009}]
----
+	svc := dualStackNodePort + `---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata: {name: np-6, namespace: demo, labels: {kubernetes.io/service-name: np}}
