@@ -73,7 +73,10 @@ podman_check() {
 		echo "podman does not work here: podman info: $out" >&2
 		return 1
 	fi
-	[[ $# -eq 0 ]] && return 0
+	if [[ $# -eq 0 ]]; then
+		echo "podman works here (runtime, storage driver: $out)"
+		return 0
+	fi
 	if ! out=$(podman_ run --rm "${PODMAN_RUN[@]}" --network none --entrypoint /bin/true "$1" 2>&1); then
 		echo "podman cannot run containers here: podman run $1: $out" >&2
 		return 1
@@ -251,6 +254,7 @@ build() {
 	rm -f "$archive"
 	buildah commit --quiet --format oci "$ctr" "oci-archive:$archive:$ref" >/dev/null
 	podman_ load --quiet --input "$archive" >/dev/null
+	podman_check "$ref" || die "the image does not run under podman"
 	report "$ref" "$archive" "$start"
 }
 
