@@ -98,8 +98,11 @@ rootfs_tar() {
 	fi
 	mkdir -p "$dir/debs"
 	tmp=$(mktemp -d "$dir/rootfs.XXXXXX")
+	# rootfs_tar runs in a subshell ($(...)): EXIT also covers die.
 	# shellcheck disable=SC2064 # expand now: tmp is local
-	trap "rm -rf '$tmp'" RETURN
+	trap "rm -rf '$tmp'" EXIT
+	# debootstrap checks the Release file's signature against the host's
+	# debian-archive-keyring, so a plain-HTTP mirror is fine.
 	log "debootstrap --variant=minbase $SUITE ($PACKAGES) from ${DEBIAN_MIRROR:-$DEFAULT_MIRROR}"
 	local start=$SECONDS
 	debootstrap --variant=minbase --arch="$arch" --include="$PACKAGES" \

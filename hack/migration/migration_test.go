@@ -167,7 +167,7 @@ func (e *env) backWithCleanup(live []*liveConn) {
 	e.waitProbes(probers, "svcproxy stopping")
 	setPhase(probers, "cleanup until kube-proxy's sync")
 	for _, s := range cleanupSpecs {
-		e.cleanup(s)
+		e.svcproxyCleanup(s)
 	}
 	e.step("svcproxy cleanup ran on every node; no kube-proxy or svcproxy chain left, kubelet's hint kept")
 	e.startKubeProxy()
@@ -632,9 +632,9 @@ func (e *env) waitReady(p *pod) {
 	}
 }
 
-// cleanup runs `svcproxy cleanup` from the svcproxy image with the pod's
+// svcproxyCleanup runs `svcproxy cleanup` from the svcproxy image with the pod's
 // mounts and privileges, in its node's network namespace.
-func (e *env) cleanup(s lab.ContainerSpec) {
+func (e *env) svcproxyCleanup(s lab.ContainerSpec) {
 	s.Name += "-cleanup"
 	s.Entrypoint = []string{"/usr/local/bin/svcproxy", "cleanup"}
 	s.Args = nil
