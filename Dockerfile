@@ -5,6 +5,8 @@
 #   docker build -t ghcr.io/svcproxy/svcproxy:v0.1.0 .
 #   docker buildx build --platform linux/amd64,linux/arm64 -t ghcr.io/svcproxy/svcproxy:v0.1.0 --push .
 #
+# Without a registry (Debian packages only): make image (hack/image.sh).
+#
 # /usr/local/bin/kube-proxy is a symlink to svcproxy, so kubeadm's DaemonSet
 # command (/usr/local/bin/kube-proxy --config=... --hostname-override=...)
 # runs svcproxy unchanged: `kubectl -n kube-system set image
@@ -36,12 +38,18 @@ FROM debian:bookworm-slim
 #
 # Backend selection: the kube-proxy image uses iptables-wrapper to join
 # whichever backend the node (kubelet) already uses. svcproxy does that
-# itself: --iptables-backend=auto (the default) looks for kubelet's
-# KUBE-IPTABLES-HINT / KUBE-KUBELET-CANARY chains, then for KUBE-* chains,
-# then counts rules in iptables-nft-save vs iptables-legacy-save, and only
-# ever runs the backend-suffixed binaries (iptables-nft-restore,
-# iptables-legacy-save, ...). Force one with --iptables-backend=nft|legacy.
-# The plain `iptables` alternative in the image is never used by svcproxy.
+# itself: --iptables-backend=auto (the default) asks each backend single
+# chains, never whole tables: kubelet's hint chains first
+# (`iptables-nft -t mangle -S KUBE-IPTABLES-HINT 1`, then
+# KUBE-KUBELET-CANARY), then kube-proxy's (`-t nat -S KUBE-SERVICES 1`,
+# mangle KUBE-PROXY-CANARY), then the rule counts of the built-in nat and
+# filter chains (`-S PREROUTING`, ...), nft on a tie. It only ever runs the
+# backend-suffixed binaries (iptables-nft-restore, iptables-legacy, ...);
+# force one with --iptables-backend=nft|legacy. The plain `iptables`
+# alternative in the image is never used by svcproxy.
+#
+# hack/image.sh (make image) builds the same image without a registry:
+# debootstrap of these packages, the same layout, entrypoint and labels.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends iptables ipset conntrack kmod ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
@@ -57,3 +65,8 @@ RUN ln -s svcproxy /usr/local/bin/kube-proxy \
  && /usr/local/bin/kube-proxy --help >/dev/null
 # kubeadm's DaemonSet sets `command:`; this is for `docker run IMAGE --help`.
 ENTRYPOINT ["/usr/local/bin/kube-proxy"]
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="svcproxy" \
+      org.opencontainers.image.description="drop-in replacement for kube-proxy (iptables mode)" \
+      org.opencontainers.image.source="https://github.com/svcproxy/svcproxy" \
+      org.opencontainers.image.revision="${REVISION}"

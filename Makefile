@@ -6,7 +6,7 @@ EXAMPLES := manifests/examples
 # Bound the whole suite: CI has 90 minutes, we aim for well under 30.
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build deps kube-apiserver kube-proxy bench dump demo test test-unit test-e2e vet fmt-check clean
+.PHONY: all build deps kube-apiserver kube-proxy image test-migration bench dump demo test test-unit test-e2e vet fmt-check clean
 
 all: build
 
@@ -26,6 +26,21 @@ kube-apiserver:
 # same build script; cached in ~/.cache/svcproxy).
 kube-proxy:
 	bash hack/build-kube-proxy.sh >/dev/null
+
+# The svcproxy image without a registry (hack/image.sh): a Debian bookworm root
+# from Debian's packages (debootstrap, cached in ~/.cache/svcproxy/image), the
+# static binary, the Dockerfile's layout. Writes _output/svcproxy-image.oci.tar,
+# loads it into podman's storage, prints its size and the tools' versions.
+image:
+	bash hack/image.sh
+
+# The kubeadm migration, end to end (hack/migration): kubeadm's kube-proxy
+# DaemonSet with the real kube-proxy image, then manifests/ with the svcproxy
+# image, then back; podman runs the pods in lab nodes' network namespaces.
+test-migration: deps image kube-apiserver kube-proxy
+	bash hack/image.sh kube-proxy
+	$(GO) vet -tags migration ./hack/migration/
+	$(GO) test -tags migration -count=1 -timeout 15m -v ./hack/migration/
 
 # svcproxy vs the real kube-proxy in one lab (hack/bench.sh); knobs: N, M,
 # K, CONNS, MIN_SYNC. Table in _output/bench.txt.

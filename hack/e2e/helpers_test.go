@@ -3,8 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"regexp"
 	"slices"
 	"sort"
@@ -17,30 +15,19 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/utils/ptr"
 
 	"github.com/svcproxy/svcproxy/hack/lab"
 )
 
 // httpGet GETs url with a socket inside namespace nsName.
 func httpGet(nsName, url string) (code int, body string, err error) {
-	code, _, body, err = httpGetHeader(nsName, url)
+	code, _, body, err = lab.HTTPGet(nsName, url)
 	return code, body, err
 }
 
 // httpGetHeader is httpGet that also returns the Content-Type.
 func httpGetHeader(nsName, url string) (code int, contentType, body string, err error) {
-	c := &http.Client{
-		Timeout:   3 * time.Second,
-		Transport: &http.Transport{DialContext: lab.DialContextInNetns(nsName), DisableKeepAlives: true},
-	}
-	resp, err := c.Get(url)
-	if err != nil {
-		return 0, "", "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	return resp.StatusCode, resp.Header.Get("Content-Type"), string(b), err
+	return lab.HTTPGet(nsName, url)
 }
 
 // ---- Kubernetes objects ----------------------------------------------------
@@ -143,39 +130,17 @@ func (e *env) setEndpoints(t *testing.T, svc *corev1.Service, pods ...*lab.Pod) 
 // labels, one port per Service port, endpoints with their node).
 func (e *env) setSlice(t *testing.T, svc *corev1.Service, eps ...endpoint) {
 	t.Helper()
-	slice := &discovery.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{
-			Name: svc.Name + "-e2e", Namespace: ns,
-			Labels: map[string]string{
-				discovery.LabelServiceName: svc.Name,
-				discovery.LabelManagedBy:   "svpe2-test",
-			},
-		},
-		AddressType: discovery.AddressTypeIPv4,
-		Endpoints:   []discovery.Endpoint{},
-	}
-	for k, v := range svc.Labels {
-		slice.Labels[k] = v
-	}
-	for _, p := range svc.Spec.Ports {
-		slice.Ports = append(slice.Ports, discovery.EndpointPort{
-			Name: ptr.To(p.Name), Protocol: ptr.To(p.Protocol), Port: ptr.To(int32(p.TargetPort.IntValue())),
-		})
-	}
+	var sliceEPs []lab.SliceEndpoint
 	var desc []string
 	for _, ep := range eps {
-		slice.Endpoints = append(slice.Endpoints, discovery.Endpoint{
-			Addresses:  []string{ep.pod.IP},
-			Conditions: discovery.EndpointConditions{Ready: ptr.To(ep.ready), Serving: ptr.To(ep.ready), Terminating: ptr.To(false)},
-			NodeName:   ptr.To(ep.pod.Node),
-			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: ep.pod.Name},
-		})
+		sliceEPs = append(sliceEPs, lab.SliceEndpoint{Pod: ep.pod, Ready: ep.ready})
 		d := ep.pod.Name
 		if !ep.ready {
 			d += "(not ready)"
 		}
 		desc = append(desc, d)
 	}
+	slice := lab.EndpointSliceFor(svc, ns, svc.Name+"-e2e", "svpe2-test", sliceEPs...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	api := e.cs.DiscoveryV1().EndpointSlices(ns)
@@ -297,7 +262,7 @@ func keys[V any](m map[string]V) []string {
 // ---- rules -----------------------------------------------------------------
 
 var (
-	svcChainRE  = regexp.MustCompile(`KUBE-(SVC|SVL|SEP|EXT|FW)-[A-Z0-9]{16}`)
+	svcChainRE  = lab.ServiceChainRE
 	dnatDestRE  = regexp.MustCompile(`--to-destination (\S+)`)
 	ruleChainRE = regexp.MustCompile(`^-A (\S+) `)
 )
@@ -334,34 +299,10 @@ func dnatTargets(save, name string) map[string]bool {
 	return out
 }
 
-var jumpRE = regexp.MustCompile(`-[jg] (KUBE-\S+)`)
-
 // orphanChains returns the per-service chains (KUBE-SVC/SVL/SEP/EXT/FW)
 // declared in save that no rule jumps to: stale chains a sync should have
 // deleted.
-func orphanChains(save string) []string {
-	declared, referenced := map[string]bool{}, map[string]bool{}
-	for _, line := range strings.Split(save, "\n") {
-		switch {
-		case strings.HasPrefix(line, ":"):
-			if name, _, _ := strings.Cut(line[1:], " "); svcChainRE.MatchString(name) {
-				declared[name] = true
-			}
-		case strings.HasPrefix(line, "-A "):
-			for _, m := range jumpRE.FindAllStringSubmatch(line, -1) {
-				referenced[m[1]] = true
-			}
-		}
-	}
-	var out []string
-	for c := range declared {
-		if !referenced[c] {
-			out = append(out, c)
-		}
-	}
-	sort.Strings(out)
-	return out
-}
+func orphanChains(save string) []string { return lab.OrphanChains(save) }
 
 // linesMentioning returns the lines of save containing any of words.
 func linesMentioning(save string, words ...string) []string {

@@ -203,27 +203,7 @@ func (e *env) createClusterObjects(ctx context.Context) error {
 	if _, err := e.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("create namespace %s: %w", ns, err)
 	}
-	for _, n := range e.lab.Nodes {
-		node := &corev1.Node{
-			ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: map[string]string{"kubernetes.io/hostname": n.Name}},
-			Spec:       corev1.NodeSpec{PodCIDR: n.PodCIDR, PodCIDRs: []string{n.PodCIDR}},
-			Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
-				{Type: corev1.NodeInternalIP, Address: n.IP},
-				{Type: corev1.NodeHostName, Address: n.Name},
-			}},
-		}
-		created, err := e.cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
-		if err != nil {
-			return fmt.Errorf("create node %s: %w", n.Name, err)
-		}
-		if len(created.Status.Addresses) == 0 {
-			created.Status = node.Status
-			if _, err := e.cs.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
-				return fmt.Errorf("node %s status: %w", n.Name, err)
-			}
-		}
-	}
-	return nil
+	return lab.RegisterNodes(ctx, e.cs, e.lab)
 }
 
 // daemonArgs is kube-proxy's command line, as a DaemonSet would pass it,
