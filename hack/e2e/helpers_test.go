@@ -358,3 +358,75 @@ func (e *env) waitNodeTable(t *testing.T, n *lab.Node, table, what string, check
 		t.Fatalf("%s on %s: %v", what, n.Name, err)
 	}
 }
+
+// quietSave returns `iptables-save -t table` of node n once svcproxy's rules
+// are at rest: no stale chain waiting to be deleted and two saves, more
+// than a minimum sync period apart, with the same KUBE- lines. It fails t
+// only when the rules never settle within a minute.
+func (e *env) quietSave(t *testing.T, n *lab.Node, table string) string {
+	t.Helper()
+	var quiet string
+	err := lab.Poll(context.Background(), time.Minute, 3*minSyncPeriod, func() error {
+		m, err := lab.ScrapeMetrics(context.Background(), n.NS, lab.MetricsURL)
+		if err != nil {
+			return err
+		}
+		if pending := m.Flat(lab.IPv4)["svcproxy_stale_chains_pending"]; pending > 0 {
+			return fmt.Errorf("%v stale chains pending", pending)
+		}
+		first, err := e.save(n.NS, table)
+		if err != nil {
+			return err
+		}
+		time.Sleep(3 * minSyncPeriod)
+		second, err := e.save(n.NS, table)
+		if err != nil {
+			return err
+		}
+		if lost, added := lineDiff(kubeLines(first), kubeLines(second)); len(lost)+len(added) > 0 {
+			return fmt.Errorf("rules still changing: %d lines went, %d came", len(lost), len(added))
+		}
+		quiet = second
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%s %s table never at rest: %v", n.Name, table, err)
+	}
+	return quiet
+}
+
+// kubeLines returns the chain declarations and rules of save that mention
+// a KUBE- chain.
+func kubeLines(save string) []string {
+	var out []string
+	for _, line := range linesMentioning(save, "KUBE-") {
+		if strings.HasPrefix(line, "-A ") || strings.HasPrefix(line, ":KUBE-") {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// lineDiff returns the lines of before missing from after, and those of
+// after missing from before.
+func lineDiff(before, after []string) (lost, added []string) {
+	in := func(lines []string) map[string]bool {
+		m := map[string]bool{}
+		for _, l := range lines {
+			m[l] = true
+		}
+		return m
+	}
+	b, a := in(before), in(after)
+	for _, l := range before {
+		if !a[l] {
+			lost = append(lost, l)
+		}
+	}
+	for _, l := range after {
+		if !b[l] {
+			added = append(added, l)
+		}
+	}
+	return lost, added
+}
