@@ -161,11 +161,12 @@ func TestIPv6ClusterIPAndNodePort(t *testing.T) {
 // they see the outside client's own address 2001:db8::100 (no masquerade),
 // on both nodes. A pod (source in --cluster-cidr) is not an external
 // client: as with kube-proxy, its traffic to the NodePort of its own node
-// goes to every endpoint of the Service, keeping its address.
+// goes to every endpoint of the Service, keeping its address. Once node2
+// has no endpoint left, its IPv6 NodePort drops (ip6tables filter).
 func TestIPv6NodePortLocalPolicy(t *testing.T) {
 	e := setupIPv6(t)
 	l := e.lab
-	e.createService(t, svcSpec{name: "local6", nodePort: 30091, local: true, families: ipv6Only}, l.Pod(1, 1), l.Pod(1, 2), l.Pod(2, 1))
+	svc := e.createService(t, svcSpec{name: "local6", nodePort: 30091, local: true, families: ipv6Only}, l.Pod(1, 1), l.Pod(1, 2), l.Pod(2, 1))
 	local := map[int][]string{1: {"n1-p1", "n1-p2"}, 2: {"n2-p1"}}
 	for _, n := range l.Nodes {
 		g := target{l.Client.NS, "tcp", n.IP6, 30091}
@@ -183,6 +184,24 @@ func TestIPv6NodePortLocalPolicy(t *testing.T) {
 	client := l.Pod(2, 3)
 	seen := reachAll(t, target{client.NS, "tcp", l.Node(2).IP6, 30091}, "n1-p1", "n1-p2", "n2-p1")
 	expectClients(t, "pod "+client.Name+" -> Local NodePort of its node", seen, client.IP6)
+
+	e.setEndpoints(t, svc, l.Pod(1, 1), l.Pod(1, 2))
+	// Without rules node2 would refuse (closed port): wait for the DROP.
+	e.waitNodeFamilyTable(t, lab.IPv6, l.Node(2), "filter", "no-local-endpoints verdict", func(filter string) error {
+		for _, line := range linesMentioning(filter, svcKey("local6")) {
+			if strings.Contains(line, "--dport 30091") && strings.Contains(line, "-j DROP") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no DROP rule for the NodePort yet")
+	})
+	err := unanswered(t, target{l.Client.NS, "tcp", l.Node(2).IP6, 30091}, 700*time.Millisecond)
+	if !lab.IsTimeout(err) {
+		t.Errorf("IPv6 NodePort on node2 (no local endpoints): %v; want a timeout (DROP)", err)
+	}
+	t.Logf("IPv6 NodePort on node2 without local endpoints: %v", err)
+	seen = reachAll(t, target{l.Client.NS, "tcp", l.Node(1).IP6, 30091}, "n1-p1", "n1-p2")
+	expectClients(t, "externalTrafficPolicy Local via node1 after the change", seen, lab.ClientIP6)
 }
 
 // TestDualStackService: a RequireDualStack Service gets a cluster IP of each
