@@ -209,7 +209,8 @@ func TestIPv6NodePortLocalPolicy(t *testing.T) {
 // pods on both nodes (each backend sees the pod's address of that family),
 // and its NodePort answers the outside client on every node's IPv4 and IPv6
 // address, masqueraded in each family. Each family's DNAT rules name that
-// family's pod addresses.
+// family's pod addresses. An endpoint change (both slices updated) moves
+// the traffic of both cluster IPs.
 func TestDualStackService(t *testing.T) {
 	e := setupIPv6(t)
 	l := e.lab
@@ -235,14 +236,35 @@ func TestDualStackService(t *testing.T) {
 			expectMasqueraded(t, fmt.Sprintf("client -> NodePort on %s's %s address", n.Name, family), &n, family, byBackend)
 		}
 	}
-	for _, family := range []lab.Family{lab.IPv4, lab.IPv6} {
-		wantDNAT := map[string]bool{dnatTo(l.Pod(1, 1), family): true, dnatTo(l.Pod(2, 2), family): true}
-		e.waitFamilyTable(t, family, "nat", "dual-stack DNAT targets", func(nat string) error {
-			if got := dnatTargets(nat, "dual"); !maps.Equal(got, wantDNAT) {
-				return fmt.Errorf("DNAT targets %v, want %v", keys(got), keys(wantDNAT))
+	waitDNAT := func(pods ...*lab.Pod) {
+		t.Helper()
+		for _, family := range []lab.Family{lab.IPv4, lab.IPv6} {
+			wantDNAT := map[string]bool{}
+			for _, p := range pods {
+				wantDNAT[dnatTo(p, family)] = true
 			}
-			return nil
-		})
+			e.waitFamilyTable(t, family, "nat", "dual-stack DNAT targets", func(nat string) error {
+				if got := dnatTargets(nat, "dual"); !maps.Equal(got, wantDNAT) {
+					return fmt.Errorf("DNAT targets %v, want %v", keys(got), keys(wantDNAT))
+				}
+				if stale := orphanChains(nat); len(stale) > 0 {
+					return fmt.Errorf("stale chains nothing jumps to: %v", stale)
+				}
+				return nil
+			})
+		}
+	}
+	waitDNAT(l.Pod(1, 1), l.Pod(2, 2))
+
+	e.setEndpoints(t, svc, l.Pod(1, 2), l.Pod(2, 1))
+	waitDNAT(l.Pod(1, 2), l.Pod(2, 1))
+	for _, family := range []lab.Family{lab.IPv4, lab.IPv6} {
+		g := target{l.Pod(1, 3).NS, "tcp", clusterIPOf(t, svc, family), 80}
+		got, _ := hits(t, g, 30)
+		if got["n1-p1"]+got["n2-p2"] > 0 || got["n1-p2"] == 0 || got["n2-p1"] == 0 {
+			t.Errorf("%s after the endpoint change: answers %v, want n1-p2 and n2-p1 only, both used", g, got)
+		}
+		t.Logf("%s after the endpoint change: 30 requests answered by %v", g, got)
 	}
 }
 
