@@ -104,7 +104,8 @@ func expectClients(t *testing.T, what string, seen map[string]bool, want ...stri
 
 // TestIPv6ClusterIPAndNodePort: an IPv6 single-stack Service with an
 // endpoint on each node answers over TCP and UDP on its IPv6 cluster IP from
-// a pod on each node (the backends see the pod's own IPv6 address), from
+// a pod on each node (the backends see the pod's own IPv6 address), from an
+// endpoint pod itself (hairpin: masqueraded when it reaches itself), from
 // each node (masqueraded to an IPv6 address of that node), and on its
 // NodePort on each node's IPv6 address from the outside client
 // (masqueraded: never 2001:db8::100). svcproxy writes its rules in
@@ -125,6 +126,15 @@ func TestIPv6ClusterIPAndNodePort(t *testing.T) {
 		seen = reachAll(t, target{client.NS, "udp", ip, 53}, want...)
 		expectClients(t, "pod "+client.Name+" -> IPv6 cluster IP (udp)", seen, client.IP6)
 	}
+	self := l.Pod(1, 1)
+	byBackend := reachAllByBackend(t, converge, target{self.NS, "tcp", ip, 80}, want...)
+	if seen := byBackend[self.Name]; len(seen) != 1 || !seen[l.Node(1).BridgeIP6] {
+		t.Errorf("hairpin: %s reaching itself saw client %v, want %s (masqueraded by node1)", self.Name, keys(seen), l.Node(1).BridgeIP6)
+	}
+	if seen := byBackend["n2-p1"]; len(seen) != 1 || !seen[self.IP6] {
+		t.Errorf("%s -> n2-p1 saw client %v, want the pod's own %s", self.Name, keys(seen), self.IP6)
+	}
+
 	// A node's own traffic to a cluster IP comes from outside the pod
 	// network (--cluster-cidr): masqueraded, as is all NodePort traffic
 	// with externalTrafficPolicy Cluster.
