@@ -108,7 +108,7 @@ func expectClients(t *testing.T, what string, seen map[string]bool, want ...stri
 // endpoint pod itself (hairpin: masqueraded when it reaches itself), from
 // each node (masqueraded to an IPv6 address of that node), and on its
 // NodePort on each node's IPv6 address from the outside client
-// (masqueraded: never 2001:db8::100). svcproxy writes its rules in
+// (masqueraded: never 2001:db8::100) and from the node itself. svcproxy writes its rules in
 // ip6tables only.
 func TestIPv6ClusterIPAndNodePort(t *testing.T) {
 	e := setupIPv6(t)
@@ -145,6 +145,8 @@ func TestIPv6ClusterIPAndNodePort(t *testing.T) {
 	for _, n := range l.Nodes {
 		byBackend := reachAllByBackend(t, converge, target{l.Client.NS, "tcp", n.IP6, 30090}, want...)
 		expectMasqueraded(t, "client -> NodePort on "+n.Name+"'s IPv6 address", &n, lab.IPv6, byBackend)
+		byBackend = reachAllByBackend(t, converge, target{n.NS, "tcp", n.IP6, 30090}, want...)
+		expectMasqueraded(t, n.Name+" -> its own IPv6 NodePort", &n, lab.IPv6, byBackend)
 	}
 
 	for _, n := range l.Nodes {
