@@ -345,6 +345,9 @@ func TestHealthzAndMetrics(t *testing.T) {
 		if !h.Healthy || h.NodeEligible == nil || !*h.NodeEligible || h.CurrentTime.IsZero() || !h.Status["IPv4"].Healthy {
 			t.Errorf("%s /healthz: %s; want healthy, nodeEligible, IPv4 healthy, currentTime set", n.Name, body)
 		}
+		if l.IPv6 && !h.Status["IPv6"].Healthy {
+			t.Errorf("%s /healthz: %s; want IPv6 healthy too (dual-stack lab)", n.Name, body)
+		}
 		if code, body, err := httpGet(l.Client.NS, "http://"+n.IP+":10256/livez"); err != nil || code != 200 {
 			t.Errorf("%s /livez: %d %q %v", n.Name, code, body, err)
 		}
