@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -166,38 +167,54 @@ func runDaemon(ctx context.Context, cfg options.Config) error {
 	klog.InfoS("Starting svcproxy", "node", nodeName, "ipFamilies", plan.Families, "iptablesBackend", first.Backend(), "randomFully", first.HasRandomFully())
 
 	metrics.Register()
-	errs := make(chan error, 3+len(proxiers))
-	serve := func(what string, run func() error) {
-		go func() {
-			if err := run(); err != nil && !errors.Is(err, context.Canceled) {
-				klog.ErrorS(err, "Server failed", "server", what)
-				if cfg.BindAddressHardFail {
-					errs <- fmt.Errorf("%s: %w", what, err)
-				}
+	// Every goroutine of the daemon is in g, and runDaemon returns only
+	// once all have: on SIGTERM the servers shut down, the informers stop,
+	// and each Proxier's sync in flight is cancelled (an iptables-restore
+	// killed mid-way applies nothing) and waited for. A goroutine's error
+	// (a server's only with --bind-address-hard-fail) ends them all.
+	g, gctx := errgroup.WithContext(ctx)
+	serve := func(what string, run func(context.Context) error) {
+		g.Go(func() error {
+			err := run(gctx)
+			if err == nil || errors.Is(err, context.Canceled) {
+				return nil
 			}
-		}()
+			klog.ErrorS(err, "Server failed", "server", what)
+			if cfg.BindAddressHardFail {
+				return fmt.Errorf("%s: %w", what, err)
+			}
+			return nil
+		})
 	}
 	if health != nil {
-		serve("healthz", func() error { return health.Run(ctx) })
+		serve("healthz", health.Run)
 	}
 	if cfg.MetricsBindAddress != "" {
-		serve("metrics", func() error { return metrics.ServeMetrics(ctx, cfg.MetricsBindAddress, metrics.Registry()) })
+		serve("metrics", func(ctx context.Context) error {
+			return metrics.ServeMetrics(ctx, cfg.MetricsBindAddress, metrics.Registry())
+		})
 	}
-	go func() { errs <- proxier.StartInformers(ctx, client, nodeName, cfg.ConfigSyncPeriod, handlers) }()
+	g.Go(func() error { return proxier.StartInformers(gctx, client, nodeName, cfg.ConfigSyncPeriod, handlers) })
 	for _, p := range proxiers {
-		go func() { errs <- p.Run(ctx) }()
+		g.Go(func() error { return p.Run(gctx) })
 	}
-
-	select {
-	case <-ctx.Done():
-		klog.InfoS("Shutting down; rules stay in place")
-		return nil
-	case err := <-errs:
+	g.Go(func() error {
+		<-gctx.Done()
 		if ctx.Err() != nil {
-			return nil
+			klog.InfoS("Shutting down; rules stay in place")
 		}
-		return err
+		return nil
+	})
+	err = g.Wait()
+	if ctx.Err() != nil {
+		klog.InfoS("Shut down: every goroutine has returned")
+		return nil
 	}
+	if err == nil {
+		// Nothing returns before ctx ends without an error; be explicit.
+		err = errors.New("svcproxy stopped unexpectedly")
+	}
+	return err
 }
 
 // newFamilyProxier builds the Proxier of one IP family, with that family's
