@@ -56,7 +56,7 @@ func NewRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return badInput(err) })
-	root.AddCommand(newDumpCommand(), newExplainCommand(), newRunCommand(), newCleanupCommand())
+	root.AddCommand(newDumpCommand(), newExplainCommand(), newRunCommand(), newCleanupCommand(), newVersionCommand())
 	// Invoked as kubeadm invokes kube-proxy (flags, no subcommand), run the
 	// daemon: swapping the image is the whole migration.
 	addDaemonFlags(root)

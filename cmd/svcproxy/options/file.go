@@ -389,9 +389,6 @@ func fromV1Alpha1(kp *v1alpha1.KubeProxyConfiguration, path string) (Config, []s
 	for k, v := range kp.FeatureGates {
 		c.FeatureGates[k] = v
 	}
-	if f := kp.Logging.Format; f != "" && f != "text" {
-		warn("logging.format %q is accepted for kube-proxy compatibility and ignored (svcproxy logs text)", f)
-	}
 	return c, warnings, nil
 }
 
