@@ -8,6 +8,7 @@ import (
 	"io"
 
 	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
 )
 
 // Exit codes: 1 for runtime failures, 2 for bad input (flags, manifests).
@@ -29,6 +30,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root := NewRootCommand(stdin, stdout, stderr)
 	root.SetArgs(args)
 	err := root.Execute()
+	klog.Flush() // as component-base's cli.Run: nothing buffered is lost
 	if err == nil {
 		return 0
 	}

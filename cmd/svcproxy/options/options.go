@@ -44,7 +44,8 @@ type Options struct {
 	Config Config
 
 	// Warnings lists, after Complete, every setting accepted for kube-proxy
-	// compatibility but ignored. Complete also logs them.
+	// compatibility but ignored. ApplyLogging logs them (once the logging
+	// configuration is in force).
 	Warnings []string
 
 	// Flag targets that are not Config fields.
@@ -225,8 +226,9 @@ func AddKlogFlags(fs *pflag.FlagSet) {
 // configuration built from flags. Flags that have a field in the file are
 // then ignored even when set explicitly (svcproxy warns about each; kube-proxy
 // is silent). Still applied on top of the file: --hostname-override (which
-// kube-proxy lets override the file), -v/--vmodule (command line wins over
-// logging.verbosity), and settings the file cannot express (--master,
+// kube-proxy lets override the file), the logging flags (each one given
+// wins over the file's logging section; --vmodule entries go before the
+// file's), and settings the file cannot express (--master, --init-only,
 // --cleanup, --write-config-to and svcproxy's --iptables-backend,
 // --masquerade-pod-egress, --no-masquerade-cidrs). Within the file, empty,
 // zero and null values take the defaults.
