@@ -397,11 +397,12 @@ func (o *Options) Validate() error {
 }
 
 // WriteConfigTo writes o.Config to path as a KubeProxyConfiguration YAML file
-// (what --write-config-to asks for), creating or truncating it. Flag-only
-// settings that differ from their defaults are listed in a comment at the
-// top. It returns an error if the file cannot be written.
+// (what --write-config-to asks for), with o.Logging as its logging section,
+// creating or truncating it. Flag-only settings that differ from their
+// defaults are listed in a comment at the top. It returns an error if the
+// file cannot be written.
 func (o *Options) WriteConfigTo(path string) error {
-	data, err := MarshalConfig(&o.Config)
+	data, err := marshalConfig(&o.Config, o.Logging)
 	if err != nil {
 		return fmt.Errorf("encoding configuration: %w", err)
 	}

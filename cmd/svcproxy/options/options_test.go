@@ -598,6 +598,21 @@ func TestProcessFlags(t *testing.T) {
 	}
 }
 
+// --write-config-to writes the logging settings too; --config reads them
+// back.
+func TestLoggingRoundTrip(t *testing.T) {
+	o, _ := mustParse(t, "--logging-format=json", "-v=3", "--log-flush-frequency=2s")
+	p := filepath.Join(t.TempDir(), "config.yaml")
+	if err := o.WriteConfigTo(p); err != nil {
+		t.Fatal(err)
+	}
+	back, _ := mustParse(t, "--config="+p)
+	if l := back.Logging; l.Format != "json" || l.Verbosity != 3 || l.FlushFrequency.Duration.Duration != 2*time.Second {
+		data, _ := os.ReadFile(p)
+		t.Errorf("logging read back %+v; file:\n%s", l, data)
+	}
+}
+
 // A bad logging setting is refused by ApplyLogging (before anything is
 // applied), naming the file field and the flag.
 func TestApplyLoggingErrorsNameTheFlag(t *testing.T) {
