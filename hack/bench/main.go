@@ -62,6 +62,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 )
 
 var logf = log.New(os.Stderr, "bench: ", log.Ltime|log.Lmicroseconds).Printf
@@ -128,6 +129,7 @@ func run(ctx context.Context, cfg config, report *table) (err error) {
 			return fmt.Errorf("%s: %w", m.name, err)
 		}
 	}
+	report.note("load average after the measurements: %s; finished %s", loadAvg(), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	report.after = b.res.targets(cfg.N)
 	return nil
 }

@@ -54,6 +54,7 @@ func (b *bench) setUp(ctx context.Context) error {
 	if err := lab.ControlPlaneAvailable(); err != nil {
 		return err
 	}
+	b.results.note("machine: %d CPUs, kernel %s; load average before the run: %s (other jobs share this machine)", numCPU(), kernelRelease(), loadAvg())
 	stateDir := filepath.Join(os.TempDir(), "svcproxy-lab-"+b.cfg.Prefix)
 	_ = os.RemoveAll(filepath.Join(stateDir, "logs"))
 	vs := variants(b.cfg)
@@ -93,7 +94,7 @@ func (b *bench) setUp(ctx context.Context) error {
 	}
 	b.results.note("N=%d Services (single-stack IPv6, one TCP port each) × M=%d endpoints on %d fake nodes; K=%d one-endpoint changes; %d connections per target; --iptables-min-sync-period=%s; cap per cold start %s",
 		b.cfg.N, b.cfg.M, fakeNodes, b.cfg.K, b.cfg.Conns, b.cfg.MinSync, b.cfg.Cap)
-	b.results.note("created through the API in %s before any daemon started; %d CPUs; %s", b.created.Round(time.Millisecond), numCPU(), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	b.results.note("created through the API in %s before any daemon started; started %s", b.created.Round(time.Millisecond), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	return nil
 }
 
