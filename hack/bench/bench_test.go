@@ -96,11 +96,20 @@ func TestChainName(t *testing.T) {
 
 func TestHasEndpoint(t *testing.T) {
 	ipt := `-A KUBE-SVC-X -m comment --comment "bench/svc-00001:p0 -> [2001:db8:9::1:3]:10000" -m tcp -p tcp -j DNAT --to-destination [2001:db8:9::1:3]:10000`
-	if !hasEndpoint(ipt, "2001:db8:9::1:3", false) || hasEndpoint(ipt, "2001:db8:9::1:30", false) {
+	if !hasEndpoint(ipt, "svc-00001", "2001:db8:9::1:3", false) || hasEndpoint(ipt, "svc-00001", "2001:db8:9::1:30", false) {
 		t.Error("iptables listing")
 	}
+	// kube-proxy's layout: the endpoint is in its KUBE-SEP chain's name
+	// (seen in a lab: bench/svc-00000:p0's first endpoint).
+	kpl := "-A KUBE-SVC-WSUVVLHLG4AV5L2A -m statistic --mode random --probability 0.10000000009 -j KUBE-SEP-4UNIJ76PK553KDWN\n"
+	if got := sepChainName("bench", "svc-00000", "p0", "2001:db8:9::1", 10000); got != "KUBE-SEP-4UNIJ76PK553KDWN" {
+		t.Errorf("sepChainName = %s", got)
+	}
+	if !hasEndpoint(kpl, "svc-00000", "2001:db8:9::1", false) || hasEndpoint(kpl, "svc-00000", "2001:db8:9::2", false) {
+		t.Error("kube-proxy layout listing")
+	}
 	nft := "\t\tnumgen random mod 2 vmap { 0 : goto endpoint-ABCDEFGH-bench/svc-00001/tcp/p0__2001.db8.9..1.3/10000, 1 : goto x }"
-	if !hasEndpoint(nft, "2001:db8:9::1:3", true) || hasEndpoint(nft, "2001:db8:9::1:30", true) {
+	if !hasEndpoint(nft, "svc-00001", "2001:db8:9::1:3", true) || hasEndpoint(nft, "svc-00001", "2001:db8:9::1:30", true) {
 		t.Error("nftables listing")
 	}
 }
@@ -163,7 +172,7 @@ func TestRulesWalked(t *testing.T) {
 
 func TestPartialRestoreBytes(t *testing.T) {
 	log := `I1202 11:50:00.1 1 proxier.go:311] "Synced all proxy rules" layout="compact" servicePorts=9 natRules=10 restoreBytes=99999 staleChainsDeleted=0
-I1202 11:50:01.1 1 proxier.go:313] "Synced proxy rules" changedServices=1 restoreBytes=1234 staleChainsDeleted=0 elapsed="5ms"
+I1202 11:50:01.1 1 proxier.go:313] "Synced proxy rules" ipFamily="IPv6" changedServices=1 restoreBytes=1234 staleChainsDeleted=0 elapsed="5ms"
 I1202 11:50:01.2 1 proxier.go:313] "Synced proxy rules" changedServices=0 restoreBytes=200 staleChainsDeleted=0 elapsed="1ms"
 I1202 11:50:02.1 1 proxier.go:313] "Synced proxy rules" changedServices=2 restoreBytes=2345 staleChainsDeleted=0 elapsed="5ms"
 `

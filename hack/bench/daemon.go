@@ -6,6 +6,7 @@ import (
 	"encoding/base32"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -141,13 +142,24 @@ func (b *bench) svcChain(ctx context.Context, d *daemon, name string) (string, e
 	return b.chain(ctx, d, chainName(d.nft, kns, name, portName))
 }
 
-// hasEndpoint reports whether a service chain listing names endpoint addr
-// (kube-proxy's nftables endpoint chains spell IPv6 colons as dots).
-func hasEndpoint(listing, addr string, nft bool) bool {
+// hasEndpoint reports whether the listing of Service name's chain names
+// endpoint addr (port targetPort): inline as a DNAT target (svcproxy's
+// compact layout), through its KUBE-SEP chain (kube-proxy's layout; the
+// chain name is kube-proxy's hash of service port, protocol and endpoint),
+// or through its nftables endpoint chain (which spells IPv6 colons as
+// dots).
+func hasEndpoint(listing, name, addr string, nft bool) bool {
 	if nft {
 		return strings.Contains(listing, "__"+strings.ReplaceAll(addr, ":", ".")+"/")
 	}
-	return strings.Contains(listing, "["+addr+"]:")
+	return strings.Contains(listing, "["+addr+"]:") || strings.Contains(listing, sepChainName(kns, name, portName, addr, targetPort))
+}
+
+// sepChainName is kube-proxy's KUBE-SEP chain of endpoint [addr]:port of
+// service port ns/name:port (tcp).
+func sepChainName(ns, name, port, addr string, epPort int) string {
+	h := sha256.Sum256([]byte(ns + "/" + name + ":" + port + "tcp" + net.JoinHostPort(addr, strconv.Itoa(epPort))))
+	return "KUBE-SEP-" + base32.StdEncoding.EncodeToString(h[:])[:16]
 }
 
 // programmed reports whether d's node holds the rules of every bench
@@ -167,7 +179,7 @@ func (b *bench) programmed(ctx context.Context, d *daemon) error {
 			return fmt.Errorf("%s: %w", b.serviceName(i), err)
 		}
 		for _, a := range b.endpoints(i) {
-			if !hasEndpoint(s, a, d.nft) {
+			if !hasEndpoint(s, b.serviceName(i), a, d.nft) {
 				return fmt.Errorf("%s: endpoint %s not programmed yet", b.serviceName(i), a)
 			}
 		}

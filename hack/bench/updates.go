@@ -124,7 +124,7 @@ func (b *bench) waitEndpoint(ctx context.Context, d *daemon, t0 time.Time, name,
 		if err == nil && ts != last || now.Sub(lastList) > 2*time.Second {
 			last = ts
 			lastList = now
-			if s, err := b.svcChain(ctx, d, name); err == nil && hasEndpoint(s, addr, d.nft) {
+			if s, err := b.svcChain(ctx, d, name); err == nil && hasEndpoint(s, name, addr, d.nft) {
 				return now.Sub(t0), nil
 			}
 		}
@@ -136,7 +136,7 @@ func (b *bench) waitEndpoint(ctx context.Context, d *daemon, t0 time.Time, name,
 	return 0, errors.New("timed out")
 }
 
-var restoreBytesRE = regexp.MustCompile(`"Synced proxy rules" changedServices=[1-9][0-9]* restoreBytes=([0-9]+)`)
+var restoreBytesRE = regexp.MustCompile(`"Synced proxy rules"[^\n]* changedServices=[1-9][0-9]* restoreBytes=([0-9]+)`)
 
 // partialRestoreBytes returns restoreBytes of every partial sync svcproxy
 // logged (at --v 2) that changed a Service, in order (a family whose
