@@ -112,6 +112,11 @@ func TestHasEndpoint(t *testing.T) {
 	if !hasEndpoint(nft, "svc-00001", "2001:db8:9::1:3", true) || hasEndpoint(nft, "svc-00001", "2001:db8:9::1:30", true) {
 		t.Error("nftables listing")
 	}
+	// kube-proxy 1.36's nftables mode DNATs through a map in the service chain (seen in a lab).
+	nftMap := "\t\tmeta l4proto tcp dnat ip6 to numgen random mod 10 map { 0 : 2001:db8:9::1 . 10000, 1 : 2001:db8:9::2 . 10000, 9 : 2001:db8:9::a . 10000 }"
+	if !hasEndpoint(nftMap, "svc-00000", "2001:db8:9::a", true) || hasEndpoint(nftMap, "svc-00000", "2001:db8:9::", true) || hasEndpoint(nftMap, "svc-00000", "2001:db8:9::b", true) {
+		t.Error("nftables map listing")
+	}
 }
 
 func TestAddresses(t *testing.T) {
@@ -195,6 +200,7 @@ func TestTargets(t *testing.T) {
 	r := newResults(testVariants())
 	r.cold = []float64{10, 100, 480, 40}
 	r.coldCapped = []bool{false, false, true, false}
+	r.fullSync = []float64{10, 100, nan, 30}
 	r.bare = []float64{8, 50, nan, nan}
 	r.update = []float64{50, 300, nan, 4000}
 	r.cpuPerUpdate = []float64{100, 200, nan, 50}
@@ -203,10 +209,10 @@ func TestTargets(t *testing.T) {
 	r.rss = []float64{40, 60, 300, 100}
 	got := strings.Join(r.targets(10000), "\n")
 	for _, want := range []string{
-		"svcproxy     full sync ≤ 0.5× kube-proxy nftables mode's: 10.00 s / 40.00 s = 0.25× → MET",
-		"svp-kplayout full sync ≤ 0.5× kube-proxy nftables mode's: 100.00 s / 40.00 s = 2.50× → MISSED by 400%",
-		"svcproxy     full sync ≤ 1.5× the bare ip6tables-restore of its text: 10.00 s / 8.00 s = 1.25× → MET",
-		"svp-kplayout full sync ≤ 1.5× the bare ip6tables-restore of its text: 100.00 s / 50.00 s = 2.00× → MISSED by 33%",
+		"svcproxy     cold start (process start → programmed) ≤ 0.5× kube-proxy nftables mode's: 10.00 s / 40.00 s = 0.25× → MET",
+		"svp-kplayout cold start (process start → programmed) ≤ 0.5× kube-proxy nftables mode's: 100.00 s / 40.00 s = 2.50× → MISSED by 400%",
+		"svcproxy     full sync (metric) ≤ 1.5× the bare ip6tables-restore of its text: 10.00 s / 8.00 s = 1.25× → MET",
+		"svp-kplayout full sync (metric) ≤ 1.5× the bare ip6tables-restore of its text: 100.00 s / 50.00 s = 2.00× → MISSED by 33%",
 		"svcproxy     one-endpoint change ≤ 100 ms: 50 ms → MET",
 		"svcproxy     one-endpoint change ≤ 0.02× nftables mode's: 50 ms / 4000 ms = 0.013× → MET",
 		"svp-kplayout new connection, last / first p50 ≤ 1.1: 400 µs / 100 µs = 4.00 → MISSED by 264%",

@@ -62,7 +62,7 @@ func (b *bench) coldStart(ctx context.Context) error {
 			wall[k], cpu[k], capped[k] = b.cfg.Cap.Seconds(), c, true
 		}
 	}
-	b.res.cold, b.res.coldCapped = wall, capped
+	b.res.cold, b.res.coldCapped, b.res.fullSync = wall, capped, full
 	t := b.results
 	t.sec(fmt.Sprintf("a. cold start with %d Services in the API: daemons started one at a time (the others idle)", b.cfg.N))
 	t.addBounded("process start → rules programmed (s)", "%.2f", wall, capped)

@@ -146,11 +146,12 @@ func (b *bench) svcChain(ctx context.Context, d *daemon, name string) (string, e
 // endpoint addr (port targetPort): inline as a DNAT target (svcproxy's
 // compact layout), through its KUBE-SEP chain (kube-proxy's layout; the
 // chain name is kube-proxy's hash of service port, protocol and endpoint),
-// or through its nftables endpoint chain (which spells IPv6 colons as
-// dots).
+// or in kube-proxy's nftables service chain: inline in its dnat map
+// ("0 : 2001:db8:9::1 . 10000") or through an endpoint chain (used with
+// session affinity; its name spells IPv6 colons as dots).
 func hasEndpoint(listing, name, addr string, nft bool) bool {
 	if nft {
-		return strings.Contains(listing, "__"+strings.ReplaceAll(addr, ":", ".")+"/")
+		return strings.Contains(listing, " "+addr+" . ") || strings.Contains(listing, "__"+strings.ReplaceAll(addr, ":", ".")+"/")
 	}
 	return strings.Contains(listing, "["+addr+"]:") || strings.Contains(listing, sepChainName(kns, name, portName, addr, targetPort))
 }

@@ -11,6 +11,7 @@ type results struct {
 	vs           []variant
 	cold         []float64 // process start → rules programmed (s)
 	coldCapped   []bool    // cold[k] is the cap: not finished
+	fullSync     []float64 // the cold start's full sync, by the daemon's metric (s)
 	bare         []float64 // bare ip6tables-restore of the variant's text (s)
 	update       []float64 // one-endpoint change latency, median (ms)
 	cpuPerUpdate []float64 // ms
@@ -21,7 +22,7 @@ type results struct {
 
 func newResults(vs []variant) results {
 	n := len(vs)
-	return results{vs: vs, cold: nans(n), coldCapped: make([]bool, n), bare: nans(n), update: nans(n),
+	return results{vs: vs, cold: nans(n), coldCapped: make([]bool, n), fullSync: nans(n), bare: nans(n), update: nans(n),
 		cpuPerUpdate: nans(n), firstP50: nans(n), lastP50: nans(n), rss: nans(n)}
 }
 
@@ -74,11 +75,11 @@ func (r results) targets(n int) []string {
 			continue
 		}
 		ratio := r.cold[k] / at(r.cold, kpN)
-		out = append(out, fmt.Sprintf("  %-12s full sync ≤ 0.5× kube-proxy nftables mode's: %.2f s / %.2f s = %.2f× → %s",
+		out = append(out, fmt.Sprintf("  %-12s cold start (process start → programmed) ≤ 0.5× kube-proxy nftables mode's: %.2f s / %.2f s = %.2f× → %s",
 			v.label, r.cold[k], at(r.cold, kpN), ratio, verdict(ratio, 0.5, capped(kpN), capped(k))))
-		ratio = r.cold[k] / r.bare[k]
-		out = append(out, fmt.Sprintf("  %-12s full sync ≤ 1.5× the bare ip6tables-restore of its text: %.2f s / %.2f s = %.2f× → %s",
-			v.label, r.cold[k], r.bare[k], ratio, verdict(ratio, 1.5, false, capped(k))))
+		ratio = r.fullSync[k] / r.bare[k]
+		out = append(out, fmt.Sprintf("  %-12s full sync (metric) ≤ 1.5× the bare ip6tables-restore of its text: %.2f s / %.2f s = %.2f× → %s",
+			v.label, r.fullSync[k], r.bare[k], ratio, verdict(ratio, 1.5, false, capped(k))))
 		out = append(out, fmt.Sprintf("  %-12s one-endpoint change ≤ 100 ms: %.0f ms → %s",
 			v.label, r.update[k], verdict(r.update[k], 100, false, false)))
 		ratio = r.update[k] / at(r.update, kpN)
