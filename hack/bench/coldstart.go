@@ -49,7 +49,9 @@ func (b *bench) coldStart(ctx context.Context) error {
 			d.running = true
 			wall[k] = m[lastSync] - unix(d.start)
 			full[k] = m[fullSync+"_sum"] / m[fullSync+"_count"]
-			nat[k] = m[natRulesByTable]
+			if !d.nft {
+				nat[k] = m[natRulesByTable]
+			}
 			cpu[k] = c
 			logf("%s on %s: programmed %.2fs after exec (full sync %.2fs, CPU %.2fs)", d.label, d.node.Name, wall[k], full[k], c)
 		case ctx.Err() != nil:
