@@ -224,6 +224,9 @@ func TestTargets(t *testing.T) {
 			t.Errorf("targets lack %q:\n%s", want, got)
 		}
 	}
+	if v := verdict(240.0/218, 1.1, false, false); v != "MISSED by 0.1%" {
+		t.Errorf("just above the limit: %s", v)
+	}
 	if v := verdict(0.4, 0.5, false, true); !strings.HasPrefix(v, "undecided") {
 		t.Errorf("a lower bound below the limit: %s", v)
 	}

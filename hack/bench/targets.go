@@ -53,7 +53,11 @@ func verdict(got, limit float64, upper, lower bool) string {
 	case got <= limit && !lower:
 		return "MET"
 	case got > limit && !upper:
-		return fmt.Sprintf("MISSED by %.0f%%", (got/limit-1)*100)
+		over := (got/limit - 1) * 100
+		if over < 10 {
+			return fmt.Sprintf("MISSED by %.1f%%", over)
+		}
+		return fmt.Sprintf("MISSED by %.0f%%", over)
 	}
 	return "undecided (a capped run bounds it on the wrong side)"
 }
