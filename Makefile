@@ -47,8 +47,9 @@ test-migration: deps image kube-apiserver kube-proxy
 	$(GO) vet -tags migration ./hack/migration/
 	$(GO) test -tags migration -count=1 -timeout 15m -v ./hack/migration/
 
-# svcproxy vs the real kube-proxy in one lab (hack/bench.sh); knobs: N, M,
-# K, CONNS, MIN_SYNC. Table in _output/bench.txt.
+# svcproxy (both layouts) vs the real kube-proxy (iptables and nftables
+# modes) in one lab (hack/bench.sh); knobs: N, M,
+# K, CONNS, MIN_SYNC, CAP, TIMEOUT. Table in _output/bench.txt.
 bench: deps build kube-apiserver kube-proxy
 	bash hack/bench.sh
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the lab's system dependencies (Debian/Ubuntu) if missing:
 # iproute2 (ip, bridge), etcd (etcd-server), iptables, ipset, conntrack,
-# openssl, procps (sysctl), kmod. Does nothing for tools already present.
+# openssl, procps (sysctl), kmod, nftables (nft: kube-proxy's nftables mode in
+# the benchmark). Does nothing for tools already present.
 set -euo pipefail
 
 usage() {
@@ -30,6 +31,7 @@ pairs=(
 	conntrack:conntrack
 	openssl:openssl
 	sysctl:procps
+	nft:nftables
 )
 missing=()
 for p in "${pairs[@]}"; do

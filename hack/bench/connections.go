@@ -5,100 +5,220 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
+	"strings"
 	"time"
-
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/svcproxy/svcproxy/hack/lab"
 )
 
-// rounds of direct and ClusterIP connections alternate; the median round
-// is reported (less sensitive to the other daemon's or the API server's
-// bursts on 2 CPUs).
+// rounds of direct, first and last connections alternate (less sensitive to
+// the other daemons' or the API server's bursts on 2 CPUs).
 const rounds = 5
 
 // c. per connection: sequential TCP connect+echo+close from pod 1 of each
-// daemon's node to a ClusterIP whose endpoint is pod 2 of the same node, and
-// to that pod's IP directly; with the rule's position in KUBE-SERVICES.
+// running daemon's node to the ClusterIPs of the first and the last Service
+// in its dispatch order (their endpoint is pod 2 of the same node), and to
+// that pod's IP directly; per-connection p50 and p99, and how many nat
+// rules a new connection to each walks before its Service's rule.
 func (b *bench) connections(ctx context.Context) error {
-	t := b.results
-	t.sec(fmt.Sprintf("c. per connection: %d sequential TCP connect+echo+close (5 alternating rounds, median round) from a pod to a ClusterIP whose endpoint is a pod on the same node", b.cfg.Conns))
-	var per, direct, pos, total []float64
-	for _, d := range b.ds {
+	n := len(b.ds)
+	cols := map[string][]float64{}
+	for _, k := range []string{"first50", "first99", "last50", "last99", "direct50", "firstPos", "lastPos", "services"} {
+		cols[k] = nans(n)
+	}
+	for k, d := range b.ds {
+		if !d.running {
+			continue
+		}
 		c, err := b.connectionCost(ctx, d)
 		if err != nil {
 			return err
 		}
-		logf("%s: ClusterIP %.0f µs/conn, pod IP %.0f µs/conn, rule %.0f of %.0f in KUBE-SERVICES", d.label, c.clusterIP, c.podIP, c.position, c.rules)
-		per, direct = append(per, c.clusterIP), append(direct, c.podIP)
-		pos, total = append(pos, c.position), append(total, c.rules)
+		logf("%s: first %.0f/%.0f µs, last %.0f/%.0f µs (p50/p99), pod IP %.0f µs; rules walked %.0f / %.0f",
+			d.label, c.first[0], c.first[1], c.last[0], c.last[1], c.direct, c.firstPos, c.lastPos)
+		cols["first50"][k], cols["first99"][k] = c.first[0], c.first[1]
+		cols["last50"][k], cols["last99"][k] = c.last[0], c.last[1]
+		cols["direct50"][k], cols["services"][k] = c.direct, c.services
+		cols["firstPos"][k], cols["lastPos"][k] = c.firstPos, c.lastPos
 	}
-	t.add("ClusterIP: time per connection (µs)", "%.0f", per...)
-	t.add("pod IP directly (no DNAT; still walks KUBE-SERVICES): time per connection (µs)", "%.0f", direct...)
-	t.add("ClusterIP − pod IP (µs)", "%.0f", minus(per, direct)...)
-	t.add("KUBE-SERVICES rules", "%.0f", total...)
-	t.add("position of the echo Service's rule in KUBE-SERVICES", "%.0f", pos...)
-	t.note("A random service's rule sits at ≈ N/2 in KUBE-SERVICES for both (svcproxy sorts by name; kube-proxy writes in map order); a packet to a pod IP or an unknown address walks all of it.")
+	b.res.firstP50, b.res.lastP50 = cols["first50"], cols["last50"]
+	ratio := nans(n)
+	for k := range ratio {
+		ratio[k] = cols["last50"][k] / cols["first50"][k]
+	}
+	t := b.results
+	t.sec(fmt.Sprintf("c. per connection: %d sequential TCP connect+echo+close per target (%d alternating rounds) from a pod to a ClusterIP whose endpoint is a pod on the same node", b.cfg.Conns, rounds))
+	t.add("first Service in dispatch order: p50 (µs)", "%.0f", cols["first50"]...)
+	t.add("first Service in dispatch order: p99 (µs)", "%.0f", cols["first99"]...)
+	t.add("last Service in dispatch order: p50 (µs)", "%.0f", cols["last50"]...)
+	t.add("last Service in dispatch order: p99 (µs)", "%.0f", cols["last99"]...)
+	t.add("last / first p50", "%.2f", ratio...)
+	t.add("pod IP directly (no DNAT): p50 (µs)", "%.0f", cols["direct50"]...)
+	t.add("nat rules walked to the first Service's rule", "%.0f", cols["firstPos"]...)
+	t.add("nat rules walked to the last Service's rule", "%.0f", cols["lastPos"]...)
+	t.add("KUBE-SERVICES rules", "%.0f", cols["services"]...)
+	t.note("Dispatch order: svcproxy sorts KUBE-SERVICES by name (kube-proxy layout, and compact up to 256 ports) or dispatches by the low bits of the cluster IP into about √N buckets (compact above 256); kube-proxy's iptables mode writes KUBE-SERVICES in Go map order, so its \"first\"/\"last\" targets sit wherever that sync put them (rules walked printed); its nftables mode looks the cluster IP up in a verdict map (n/a).")
 	return nil
 }
 
 type connCost struct {
-	clusterIP, podIP float64 // µs per connection, median round
-	position, rules  float64 // of the echo Service's rule in KUBE-SERVICES
+	first, last [2]float64 // p50, p99 µs per connection
+	direct      float64    // p50 µs, to the pod IP
+	// nat rules walked to the first/last target's rule; KUBE-SERVICES rules
+	// (NaN for nftables mode)
+	firstPos, lastPos, services float64
 }
 
 func (b *bench) connectionCost(ctx context.Context, d *daemon) (connCost, error) {
-	var c connCost
+	c := connCost{firstPos: nan, lastPos: nan, services: nan}
 	i := d.node.Index
-	svc, err := b.cs.CoreV1().Services(kns).Get(ctx, b.echoName(i), metav1.GetOptions{})
-	if err != nil {
-		return c, err
+	targets := b.echoTargets(i)
+	if !d.nft {
+		svcs, err := b.chain(ctx, d, "KUBE-SERVICES")
+		if err != nil {
+			return c, err
+		}
+		c.services = float64(countRules(svcs, "KUBE-SERVICES"))
+		list := func(chain string) (string, error) { return b.chain(ctx, d, chain) }
+		for _, e := range targets {
+			pos, err := rulesWalked(svcs, list, fmt.Sprintf(`"%s/%s:tcp cluster IP"`, kns, e.name), e.ip)
+			if err != nil {
+				return c, fmt.Errorf("%s: %s: %w", d.label, e.name, err)
+			}
+			if e.which == "first" {
+				c.firstPos = pos
+			} else {
+				c.lastPos = pos
+			}
+		}
 	}
-	nat, err := b.nat(ctx, d)
-	if err != nil {
-		return c, err
-	}
-	c.position, c.rules = rulePosition(nat, fmt.Sprintf("%s/%s:tcp cluster IP", kns, b.echoName(i)))
 	client, backend := b.l.Pod(i, 1), b.l.Pod(i, 2)
-	// Warm up (and check the path works).
-	if _, err := connLoop(ctx, client.NS, backend.IP, echoPort, 50); err != nil {
-		return c, fmt.Errorf("%s: direct: %w", d.label, err)
+	dsts := []string{net.JoinHostPort(backend.IP6, strconv.Itoa(echoPort))}
+	for _, e := range targets {
+		dsts = append(dsts, net.JoinHostPort(e.ip, "80"))
 	}
-	if _, err := connLoop(ctx, client.NS, svc.Spec.ClusterIP, 80, 50); err != nil {
-		return c, fmt.Errorf("%s: ClusterIP: %w", d.label, err)
+	// Warm up (and check every path works).
+	for _, dst := range dsts {
+		if _, err := connLoop(ctx, client.NS, dst, 50); err != nil {
+			return c, fmt.Errorf("%s: %w", d.label, err)
+		}
 	}
 	perRound := b.cfg.Conns / rounds
-	var dr, cr []float64
+	samples := make([][]float64, len(dsts))
 	for r := 0; r < rounds; r++ {
-		dd, err := connLoop(ctx, client.NS, backend.IP, echoPort, perRound)
-		if err != nil {
-			return c, fmt.Errorf("%s: direct: %w", d.label, err)
+		for k, dst := range dsts {
+			xs, err := connLoop(ctx, client.NS, dst, perRound)
+			if err != nil {
+				return c, fmt.Errorf("%s: %w", d.label, err)
+			}
+			samples[k] = append(samples[k], xs...)
 		}
-		cd, err := connLoop(ctx, client.NS, svc.Spec.ClusterIP, 80, perRound)
-		if err != nil {
-			return c, fmt.Errorf("%s: ClusterIP: %w", d.label, err)
-		}
-		dr = append(dr, dd.Seconds()*1e6/float64(perRound))
-		cr = append(cr, cd.Seconds()*1e6/float64(perRound))
 	}
-	c.clusterIP, c.podIP = quantile(cr, 0.5), quantile(dr, 0.5)
+	c.direct = quantile(samples[0], 0.5)
+	c.first = [2]float64{quantile(samples[1], 0.5), quantile(samples[1], 0.99)}
+	c.last = [2]float64{quantile(samples[2], 0.5), quantile(samples[2], 0.99)}
 	return c, nil
 }
 
-// connLoop makes n sequential TCP connections from namespace ns, reading the
-// echo server's one-line greeting each time, and returns the total time. It
-// stops early when ctx ends.
-func connLoop(ctx context.Context, ns, addr string, port, n int) (time.Duration, error) {
-	var took time.Duration
-	dst := net.JoinHostPort(addr, strconv.Itoa(port))
+// rulesWalked returns how many nat rules a new connection to ip walks up to
+// and including its Service's rule (the one whose comment is comment):
+// its position in KUBE-SERVICES (svcs, as `ip6tables -S` lists it) or, when
+// KUBE-SERVICES dispatches ("-d VALUE/MASK -j KUBE-SVCS-..."), the position
+// of the matching bucket rule plus the rule's position in that bucket
+// (listed with list).
+func rulesWalked(svcs string, list func(chain string) (string, error), comment, ip string) (float64, error) {
+	dst, err := netip.ParseAddr(ip)
+	if err != nil {
+		return 0, err
+	}
+	pos := 0
+	for _, line := range strings.Split(svcs, "\n") {
+		if !strings.HasPrefix(line, "-A KUBE-SERVICES ") {
+			continue
+		}
+		pos++
+		if strings.Contains(line, comment) {
+			return float64(pos), nil
+		}
+		bucket, ok := dispatchJump(line, dst)
+		if !ok {
+			continue
+		}
+		chain, err := list(bucket)
+		if err != nil {
+			return 0, err
+		}
+		in := 0
+		for _, l := range strings.Split(chain, "\n") {
+			if !strings.HasPrefix(l, "-A "+bucket+" ") {
+				continue
+			}
+			in++
+			if strings.Contains(l, comment) {
+				return float64(pos + in), nil
+			}
+		}
+		return 0, fmt.Errorf("not in its bucket %s", bucket)
+	}
+	return 0, fmt.Errorf("no rule %s in KUBE-SERVICES", comment)
+}
+
+// dispatchJump reports whether a KUBE-SERVICES rule "-d VALUE/MASK ... -j
+// CHAIN" matches dst, and its target chain. MASK is an address or a prefix
+// length.
+func dispatchJump(line string, dst netip.Addr) (string, bool) {
+	f := strings.Fields(line)
+	var match, target string
+	for k := 0; k+1 < len(f); k++ {
+		switch f[k] {
+		case "-d":
+			match = f[k+1]
+		case "-j":
+			target = f[k+1]
+		}
+	}
+	if match == "" || !strings.HasPrefix(target, "KUBE-SVCS-") {
+		return "", false
+	}
+	value, mask, ok := strings.Cut(match, "/")
+	v, err := netip.ParseAddr(value)
+	if !ok || err != nil || v.Is4() != dst.Is4() {
+		return "", false
+	}
+	var m netip.Addr
+	if bits, err := strconv.Atoi(mask); err == nil {
+		p, err := v.Prefix(bits)
+		if err != nil {
+			return "", false
+		}
+		return target, p.Contains(dst)
+	}
+	if m, err = netip.ParseAddr(mask); err != nil {
+		return "", false
+	}
+	a, mb, vb := dst.AsSlice(), m.AsSlice(), v.AsSlice()
+	for k := range a {
+		if a[k]&mb[k] != vb[k]&mb[k] {
+			return target, false
+		}
+	}
+	return target, true
+}
+
+// connLoop makes n sequential TCP connections from namespace ns to dst,
+// reading the echo server's one-line greeting each time, and returns each
+// connection's time in µs. It stops early when ctx ends.
+func connLoop(ctx context.Context, ns, dst string, n int) ([]float64, error) {
+	out := make([]float64, 0, n)
 	err := lab.InNetns(ns, func() error {
-		start := time.Now()
 		for i := 0; i < n; i++ {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			c, err := net.DialTimeout("tcp4", dst, 2*time.Second)
+			start := time.Now()
+			c, err := net.DialTimeout("tcp", dst, 2*time.Second)
 			if err != nil {
 				return fmt.Errorf("connection %d to %s: %w", i, dst, err)
 			}
@@ -112,9 +232,9 @@ func connLoop(ctx context.Context, ns, addr string, port, n int) (time.Duration,
 				_ = tc.SetLinger(0)
 			}
 			c.Close()
+			out = append(out, float64(time.Since(start).Nanoseconds())/1000)
 		}
-		took = time.Since(start)
 		return nil
 	})
-	return took, err
+	return out, err
 }

@@ -22,7 +22,7 @@ const (
 
 // metrics scrapes d's metrics endpoint (127.0.0.1:10249 in its node) with
 // hack/lab's scraper (the Prometheus text parser) and keeps the bench
-// family's samples (lab.Metrics.Flat): both daemons run dual-stack in the
+// family's samples (lab.Metrics.Flat): every daemon runs dual-stack in the
 // lab and an idle family's syncs would dilute the means.
 func (b *bench) metrics(ctx context.Context, d *daemon) (map[string]float64, error) {
 	m, err := lab.ScrapeMetrics(ctx, d.node.NS, lab.MetricsURL)
@@ -32,11 +32,15 @@ func (b *bench) metrics(ctx context.Context, d *daemon) (map[string]float64, err
 	return m.Flat(b.family), nil
 }
 
-// snapshotMetrics scrapes every daemon (an empty map for one that fails,
-// logged).
+// snapshotMetrics scrapes every running daemon (an empty map for one that
+// is not running or fails, logged).
 func (b *bench) snapshotMetrics(ctx context.Context) []map[string]float64 {
 	out := make([]map[string]float64, len(b.ds))
 	for k, d := range b.ds {
+		if !d.running {
+			out[k] = map[string]float64{}
+			continue
+		}
 		m, err := b.metrics(ctx, d)
 		if err != nil {
 			logf("metrics of %s: %v", d.label, err)
@@ -70,30 +74,26 @@ func mean(before, after []map[string]float64, name string) []float64 {
 	return out
 }
 
-// nat is d's nat table (iptables-save -t nat; ip6tables for an IPv6 bench).
-func (b *bench) nat(ctx context.Context, d *daemon) (string, error) {
-	return lab.SaveTable(ctx, d.node.NS, b.family, "nat")
-}
-
-// countSvcChains counts KUBE-SVC-* chain declarations in iptables-save -t nat.
-func countSvcChains(nat string) int { return strings.Count(nat, "\n:KUBE-SVC-") }
-
-// countRules counts the rules in iptables-save output.
-func countRules(save string) int { return strings.Count(save, "\n-A ") }
-
-// rulePosition returns the 1-based index of the first KUBE-SERVICES rule
-// containing comment, and the number of KUBE-SERVICES rules.
-func rulePosition(nat, comment string) (pos, total float64) {
-	for _, line := range strings.Split(nat, "\n") {
-		if !strings.HasPrefix(line, "-A KUBE-SERVICES ") {
-			continue
-		}
-		total++
-		if pos == 0 && strings.Contains(line, comment) {
-			pos = total
+// countRules counts the rules of chain in `iptables -S` output.
+func countRules(listing, chain string) int {
+	n := 0
+	for _, line := range strings.Split(listing, "\n") {
+		if strings.HasPrefix(line, "-A "+chain+" ") {
+			n++
 		}
 	}
-	return pos, total
+	return n
+}
+
+var nan = math.NaN()
+
+// nans is n NaNs (a row's "n/a" values).
+func nans(n int) []float64 {
+	out := make([]float64, n)
+	for k := range out {
+		out[k] = nan
+	}
+	return out
 }
 
 func sleep(ctx context.Context, d time.Duration) {
@@ -120,6 +120,24 @@ func perDaemon(xs [][]float64, f func([]float64) float64) []float64 {
 	out := make([]float64, len(xs))
 	for k, x := range xs {
 		out[k] = f(x)
+	}
+	return out
+}
+
+// Small helpers for per-daemon rows.
+
+func scale(f float64, xs []float64) []float64 {
+	out := make([]float64, len(xs))
+	for k, x := range xs {
+		out[k] = f * x
+	}
+	return out
+}
+
+func minus(a, b []float64) []float64 {
+	out := make([]float64, len(a))
+	for k := range a {
+		out[k] = a[k] - b[k]
 	}
 	return out
 }

@@ -32,32 +32,29 @@ type bench struct {
 	cs      kubernetes.Interface
 	ds      []*daemon // variant k on node k+1
 	echos   []*lab.Proc
-	svcs    int // Services
-	ports   int // ports per Service
-	slices  []*discovery.EndpointSlice
+	slices  []*discovery.EndpointSlice // bench Service i's slice, as last written
+	created time.Duration              // creating the N Services and slices
 	results *table
+	res     results // what the targets are judged on
 }
 
 func newBench(cfg config, report *table) *bench {
-	b := &bench{cfg: cfg, family: lab.IPv4, results: report}
-	b.ports = (cfg.N + 99) / 100
-	b.svcs = (cfg.N + b.ports - 1) / b.ports
-	report.columns(variants(cfg))
+	vs := variants(cfg)
+	b := &bench{cfg: cfg, family: lab.IPv6, results: report, res: newResults(vs)}
+	report.columns(vs)
 	return b
 }
 
-// servicePorts is the number of bench service ports (N rounded up to whole
-// Services).
-func (b *bench) servicePorts() int { return b.svcs * b.ports }
-
 // setUp builds the lab (one node per variant, two pods each), the control
-// plane and the cluster objects, starts the echo backends and the daemons,
-// and waits for each daemon's first sync. What it built before a failure
-// is left for tearDown.
+// plane and the cluster objects (the per-connection targets, then the N
+// bench Services, no daemon running yet), and starts the echo backends.
+// The daemons start one by one in the cold-start measurement. What it
+// built before a failure is left for tearDown.
 func (b *bench) setUp(ctx context.Context) error {
 	if err := lab.ControlPlaneAvailable(); err != nil {
 		return err
 	}
+	b.results.note("machine: %d CPUs, kernel %s; load average before the run: %s (other jobs share this machine)", numCPU(), kernelRelease(), loadAvg())
 	stateDir := filepath.Join(os.TempDir(), "svcproxy-lab-"+b.cfg.Prefix)
 	_ = os.RemoveAll(filepath.Join(stateDir, "logs"))
 	vs := variants(b.cfg)
@@ -65,6 +62,9 @@ func (b *bench) setUp(ctx context.Context) error {
 	b.l, err = lab.Up(ctx, lab.Options{Prefix: b.cfg.Prefix, Nodes: len(vs), PodsPerNode: 2, StateDir: stateDir, Logf: logf})
 	if err != nil {
 		return fmt.Errorf("lab up: %w", err)
+	}
+	if !b.l.IPv6 {
+		return fmt.Errorf("the bench needs IPv6 (its Services are single-stack IPv6)")
 	}
 	if b.cp, err = b.l.StartControlPlane(ctx); err != nil {
 		return fmt.Errorf("control plane: %w", err)
@@ -74,27 +74,27 @@ func (b *bench) setUp(ctx context.Context) error {
 	if b.cs, err = kubernetes.NewForConfig(cfg); err != nil {
 		return err
 	}
+	for k, v := range vs {
+		n := b.l.Node(k + 1)
+		b.ds = append(b.ds, &daemon{variant: v, node: n, argv: v.command(b.commonFlags(n))})
+	}
 	if err := b.clusterObjects(ctx); err != nil {
 		return err
 	}
 	for _, n := range b.l.Nodes {
 		pod := b.l.Pod(n.Index, 2)
-		p, err := b.l.StartEcho(pod.NS, pod.Name, echoPort)
+		p, err := b.l.StartEchoArgs(pod.NS, pod.Name, echoPort, "--addr", "::")
 		if err != nil {
 			return err
 		}
 		b.echos = append(b.echos, p)
 	}
-	for k, v := range vs {
-		n := b.l.Node(k + 1)
-		d := &daemon{variant: v, node: n, argv: v.command(b.commonFlags(n))}
-		b.ds = append(b.ds, d)
-		if err := b.startDaemon(ctx, d, readyBound); err != nil {
-			return err
-		}
+	if err := b.createServices(ctx); err != nil {
+		return err
 	}
-	b.results.note("N=%d service ports (%d Services × %d ports) × M=%d endpoints; K=%d updates; %d connections; --iptables-min-sync-period=%s; %d CPUs; %s",
-		b.servicePorts(), b.svcs, b.ports, b.cfg.M, b.cfg.K, b.cfg.Conns, b.cfg.MinSync, numCPU(), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	b.results.note("N=%d Services (single-stack IPv6, one TCP port each) × M=%d endpoints on %d fake nodes; K=%d one-endpoint changes; %d connections per target; --iptables-min-sync-period=%s; cap per cold start %s",
+		b.cfg.N, b.cfg.M, fakeNodes, b.cfg.K, b.cfg.Conns, b.cfg.MinSync, b.cfg.Cap)
+	b.results.note("created through the API in %s before any daemon started; started %s", b.created.Round(time.Millisecond), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	return nil
 }
 
@@ -117,9 +117,31 @@ func (b *bench) tearDown() {
 	}
 }
 
+// echoTarget is a per-connection target: a Service whose only endpoint is
+// pod 2 of node (a real echo backend on the node of the daemon measured,
+// so each path crosses one proxy only), placed first or last in dispatch
+// order. svcproxy orders KUBE-SERVICES (kube-proxy layout, and compact
+// below 257 ports) by namespace/name:port, and the compact layout's
+// dispatch buckets by the low 16 bits of the cluster IP (bucket 0 first)
+// and within a bucket by name: "a-first-*" at ::<node>:0 is first,
+// "zz-last-*" at ::<node>:ffff last. kube-proxy's iptables mode writes
+// KUBE-SERVICES in Go map order (the positions are measured and printed);
+// its nftables mode looks cluster IPs up in a verdict map.
+type echoTarget struct {
+	which string // "first" or "last"
+	name  string
+	ip    string
+}
+
+func (b *bench) echoTargets(node int) []echoTarget {
+	return []echoTarget{
+		{"first", fmt.Sprintf("a-first-%d", node), fmt.Sprintf("2001:db8:5::%x:0", node)},
+		{"last", fmt.Sprintf("zz-last-%d", node), fmt.Sprintf("2001:db8:5::%x:ffff", node)},
+	}
+}
+
 // clusterObjects creates the bench namespace, the Node objects and, per
-// node, the per-connection target: a Service whose only endpoint is pod 2
-// of that node, so each path crosses one proxy only.
+// node, the per-connection targets.
 func (b *bench) clusterObjects(ctx context.Context) error {
 	if _, err := b.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: kns}}, metav1.CreateOptions{}); err != nil {
 		return err
@@ -127,9 +149,9 @@ func (b *bench) clusterObjects(ctx context.Context) error {
 	for _, n := range b.l.Nodes {
 		node := &corev1.Node{
 			ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: map[string]string{"kubernetes.io/hostname": n.Name}},
-			Spec:       corev1.NodeSpec{PodCIDR: n.PodCIDR, PodCIDRs: []string{n.PodCIDR}},
+			Spec:       corev1.NodeSpec{PodCIDR: n.PodCIDR, PodCIDRs: []string{n.PodCIDR, n.PodCIDR6}},
 			Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
-				{Type: corev1.NodeInternalIP, Address: n.IP}, {Type: corev1.NodeHostName, Address: n.Name},
+				{Type: corev1.NodeInternalIP, Address: n.IP}, {Type: corev1.NodeInternalIP, Address: n.IP6}, {Type: corev1.NodeHostName, Address: n.Name},
 			}},
 		}
 		created, err := b.cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
@@ -143,27 +165,26 @@ func (b *bench) clusterObjects(ctx context.Context) error {
 	}
 	for _, n := range b.l.Nodes {
 		pod := b.l.Pod(n.Index, 2)
-		name := b.echoName(n.Index)
-		if _, err := b.cs.CoreV1().Services(kns).Create(ctx, &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Name: name},
-			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "tcp", Protocol: corev1.ProtocolTCP, Port: 80, TargetPort: intstr.FromInt32(echoPort)}}},
-		}, metav1.CreateOptions{}); err != nil {
-			return err
-		}
-		if _, err := b.cs.DiscoveryV1().EndpointSlices(kns).Create(ctx, &discovery.EndpointSlice{
-			ObjectMeta:  metav1.ObjectMeta{Name: name + "-1", Labels: map[string]string{discovery.LabelServiceName: name}},
-			AddressType: discovery.AddressTypeIPv4,
-			Endpoints: []discovery.Endpoint{{Addresses: []string{pod.IP}, NodeName: ptr.To(n.Name),
-				Conditions: discovery.EndpointConditions{Ready: ptr.To(true)}}},
-			Ports: []discovery.EndpointPort{{Name: ptr.To("tcp"), Protocol: ptr.To(corev1.ProtocolTCP), Port: ptr.To(int32(echoPort))}},
-		}, metav1.CreateOptions{}); err != nil {
-			return err
+		for _, e := range b.echoTargets(n.Index) {
+			svc := &corev1.Service{
+				ObjectMeta: metav1.ObjectMeta{Name: e.name},
+				Spec: corev1.ServiceSpec{ClusterIP: e.ip, ClusterIPs: []string{e.ip},
+					Ports: []corev1.ServicePort{{Name: "tcp", Protocol: corev1.ProtocolTCP, Port: 80, TargetPort: intstr.FromInt32(echoPort)}}},
+			}
+			singleStackIPv6(&svc.Spec)
+			if _, err := b.cs.CoreV1().Services(kns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+				return err
+			}
+			if _, err := b.cs.DiscoveryV1().EndpointSlices(kns).Create(ctx, &discovery.EndpointSlice{
+				ObjectMeta:  metav1.ObjectMeta{Name: e.name + "-1", Labels: map[string]string{discovery.LabelServiceName: e.name}},
+				AddressType: discovery.AddressTypeIPv6,
+				Endpoints: []discovery.Endpoint{{Addresses: []string{pod.IP6}, NodeName: ptr.To(n.Name),
+					Conditions: discovery.EndpointConditions{Ready: ptr.To(true)}}},
+				Ports: []discovery.EndpointPort{{Name: ptr.To("tcp"), Protocol: ptr.To(corev1.ProtocolTCP), Port: ptr.To(int32(echoPort))}},
+			}, metav1.CreateOptions{}); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
-
-// echoName is the per-connection Service of node i. svcproxy orders
-// KUBE-SERVICES by namespace/name:port, so this name puts its rule in the
-// middle of the bench services' rules (≈ N/2), where an average service sits.
-func (b *bench) echoName(i int) string { return fmt.Sprintf("svc-%04d-echo%d", b.svcs/2, i) }
