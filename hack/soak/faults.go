@@ -95,8 +95,15 @@ func (s *soak) runFaults(ctx context.Context, until time.Time) {
 		if time.Until(until) < stopBefore {
 			return
 		}
-		kind := faultKinds[i%len(faultKinds)]
-		nd := s.nodes[(i/len(faultKinds)+i)%len(s.nodes)]
+		kinds := s.cfg.Faults
+		kind := kinds[i%len(kinds)]
+		// Alternate nodes; when the kinds divide evenly among the nodes,
+		// shift each round so every kind meets every node.
+		k := i
+		if len(kinds)%len(s.nodes) == 0 {
+			k += i / len(kinds)
+		}
+		nd := s.nodes[k%len(s.nodes)]
 		f := &fault{kind: kind, node: nd}
 		if kind == "apiserver" {
 			f.node = nil

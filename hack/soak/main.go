@@ -20,6 +20,8 @@ import (
 	"math/rand"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -44,6 +46,8 @@ type config struct {
 	// (scheduling), in the timing targets.
 	Slack time.Duration
 	Keep  bool
+	// Faults are the kinds injected, round-robin.
+	Faults []string
 }
 
 func main() {
@@ -64,8 +68,16 @@ func main() {
 	flag.DurationVar(&cfg.MinSync, "min-sync", time.Second, "--iptables-min-sync-period of the daemons")
 	flag.DurationVar(&cfg.SyncPeriod, "sync-period", 5*time.Second, "--iptables-sync-period of the daemons (healthz threshold: twice this)")
 	flag.DurationVar(&cfg.ChurnInterval, "churn-interval", 400*time.Millisecond, "one API write per interval")
+	faults := flag.String("faults", strings.Join(faultKinds, ","), "fault kinds injected, in this order, round-robin")
 	flag.BoolVar(&cfg.Keep, "keep", false, "leave the lab up at the end (hack/lab.sh down --prefix P removes it)")
 	flag.Parse()
+	cfg.Faults = strings.Split(*faults, ",")
+	for _, k := range cfg.Faults {
+		if !slices.Contains(faultKinds, k) {
+			fmt.Fprintf(os.Stderr, "soak: -faults: unknown kind %q (known: %s)\n", k, strings.Join(faultKinds, ","))
+			os.Exit(2)
+		}
+	}
 	cfg.PodsPerNode = 3
 	cfg.ProbeTimeout = 2 * time.Second
 	cfg.Converge = 2 * time.Minute
