@@ -92,6 +92,19 @@ func (p *probeSvc) during(a, b time.Time) []version {
 	return out
 }
 
+// stateAt returns the newest version begun by t.
+func (p *probeSvc) stateAt(t time.Time) svcState {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var st svcState
+	for _, v := range p.versions {
+		if !v.From.After(t) {
+			st = v.st
+		}
+	}
+	return st
+}
+
 func (p *probeSvc) state() svcState {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -180,6 +193,7 @@ type churnStats struct {
 	ops    map[string]int
 	failed map[string]int
 	last   time.Time // end of the last successful write
+	fails  []time.Time
 }
 
 func (c *churnStats) count(op string, err error) {
@@ -191,6 +205,7 @@ func (c *churnStats) count(op string, err error) {
 	c.ops[op]++
 	if err != nil {
 		c.failed[op]++
+		c.fails = append(c.fails, time.Now())
 	} else {
 		c.last = time.Now()
 	}

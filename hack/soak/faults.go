@@ -82,6 +82,22 @@ func (l *faultLog) covers(nd *node, a, b time.Time) bool {
 	return false
 }
 
+// coversKind reports whether t falls in [S, E + 5 s] of a fault of kind.
+func (l *faultLog) coversKind(kind string, t time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, f := range l.faults {
+		end := f.E
+		if end.IsZero() {
+			end = time.Now()
+		}
+		if f.kind == kind && !t.Before(f.S) && !t.After(end.Add(5*time.Second)) {
+			return true
+		}
+	}
+	return false
+}
+
 var faultKinds = []string{"flush", "kill", "restore", "apiserver", "ipsets", "pause"}
 
 // runFaults injects one fault at a time, in faultKinds order, alternating

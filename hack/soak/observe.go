@@ -95,11 +95,31 @@ func (nd *node) tailLog() {
 	var evs []logEvent
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	// klog writes a multi-line value as key=<, its lines tab-indented,
+	// then " > " and the rest of the pairs: join those into one record.
+	var rec string
+	flush := func() {
+		if rec != "" {
+			if ev, ok := parseLogLine(rec, now); ok {
+				evs = append(evs, ev)
+			}
+		}
+		rec = ""
+	}
 	for sc.Scan() {
-		if ev, ok := parseLogLine(sc.Text(), now); ok {
-			evs = append(evs, ev)
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, " > "):
+			if rec != "" {
+				rec += " " + line[3:]
+			}
+		case strings.HasPrefix(line, "\t"):
+		default:
+			flush()
+			rec = line
 		}
 	}
+	flush()
 	nd.mu.Lock()
 	nd.logOffset = off + int64(len(data))
 	nd.events = append(nd.events, evs...)
@@ -159,13 +179,32 @@ func comment(line string) string {
 }
 
 // parseNAT reads the probed Services' state from iptables-save -t nat.
-func (s *soak) parseNAT(save string) (jumps bool, states map[string]programmed) {
+// DNAT rules in chains no rule jumps to (stale chains waiting to be
+// deleted) reach nothing and are not counted; orphans says how many there
+// were.
+func (s *soak) parseNAT(save string) (jumps bool, states map[string]programmed, orphans int) {
 	eps := map[string]map[string]bool{} // "ns/name:port" -> pods
 	hash := map[string]string{}         // "ns/name:port" -> chain hash
 	var pre, out bool
 	lines := strings.Split(save, "\n")
+	referenced := map[string]bool{}
+	for _, line := range lines {
+		if strings.HasPrefix(line, "-A ") {
+			for _, m := range jumpRE.FindAllStringSubmatch(line, -1) {
+				referenced[m[1]] = true
+			}
+		}
+	}
 	for _, line := range lines {
 		if !strings.HasPrefix(line, "-A ") {
+			continue
+		}
+		if chain, _, _ := strings.Cut(line[3:], " "); strings.HasPrefix(chain, "KUBE-") && !referenced[chain] && strings.Contains(line, "-j DNAT") {
+			orphans++
+			if s.orphanExample.Load() == nil {
+				ex := line
+				s.orphanExample.Store(&ex)
+			}
 			continue
 		}
 		if strings.HasPrefix(line, "-A PREROUTING ") && strings.Contains(line, "-j KUBE-SERVICES") {
@@ -209,8 +248,10 @@ func (s *soak) parseNAT(save string) (jumps bool, states map[string]programmed) 
 		}
 		states[p.name] = st
 	}
-	return pre && out, states
+	return pre && out, states, orphans
 }
+
+var jumpRE = regexp.MustCompile(`-[jg] (KUBE-\S+)`)
 
 func setList(m map[string]bool) []string {
 	var out []string
@@ -226,7 +267,11 @@ func (nd *node) pollRules(ctx context.Context) {
 	save, err := lab.SaveStdout(ctx, nd.n.NS, "iptables-nft-save", "nat")
 	snap := snapshot{t: t, err: err != nil}
 	if err == nil {
-		snap.jumps, snap.states = nd.s.parseNAT(save)
+		var orphans int
+		snap.jumps, snap.states, orphans = nd.s.parseNAT(save)
+		nd.mu.Lock()
+		nd.maxOrphanDNAT = max(nd.maxOrphanDNAT, orphans)
+		nd.mu.Unlock()
 		// Taken at some moment between t and now: stamp it at the middle.
 		snap.t = t.Add(time.Since(t) / 2)
 	}

@@ -80,7 +80,15 @@ func (s *soak) runProbes(ctx context.Context, until time.Time) {
 			for i := 0; i < limit && ctx.Err() == nil && time.Now().Before(until); i++ {
 				tg := tgs[(2*i+w)%len(tgs)]
 				rec := &probeRec{tg: tg, t0: time.Now()}
-				r, err := lab.ProbeWith(lab.ProbeSpec{NS: tg.ns, Proto: tg.proto, Addr: tg.addr, Port: tg.port, Timeout: s.cfg.ProbeTimeout})
+				spec := lab.ProbeSpec{NS: tg.ns, Proto: tg.proto, Addr: tg.addr, Port: tg.port, Timeout: s.cfg.ProbeTimeout}
+				if tg.proto == "udp" {
+					// A fresh source port per probe: a reused one could
+					// find the conntrack entry of an earlier probe, whose
+					// flow is kept as kube-proxy keeps it (to an endpoint
+					// since removed, while the Service has none).
+					spec.SourcePort = s.udpPort(tg.ns)
+				}
+				r, err := lab.ProbeWith(spec)
 				rec.t1 = time.Now()
 				switch {
 				case err == nil:
@@ -104,6 +112,21 @@ func (s *soak) runProbes(ctx context.Context, until time.Time) {
 		}()
 	}
 	wg.Wait()
+}
+
+// udpPort returns the next source port for UDP probes from ns: 20000-29999
+// in turn (below the ephemeral range), so a port comes back only after
+// 10,000 UDP probes from that namespace, long after its conntrack entry
+// expired.
+func (s *soak) udpPort(ns string) int {
+	s.udpMu.Lock()
+	defer s.udpMu.Unlock()
+	if s.udpNext == nil {
+		s.udpNext = map[string]int{}
+	}
+	p := 20000 + s.udpNext[ns]%10000
+	s.udpNext[ns]++
+	return p
 }
 
 // expect is what a version of a Service lets a probe of tg see.
@@ -156,16 +179,19 @@ func (s *soak) classify() (stale []string) {
 		// The node's rules during the probe showed states the API had
 		// until some moment; the oldest of those bounds the lag.
 		oldest := r.t0
+		var oldestSn snapshot
 		for _, sn := range tg.via.bracket(r.t0, r.t1) {
 			if u, ok := tg.svc.shownUntil(sn); ok && u.Before(oldest) {
-				oldest = u
+				oldest, oldestSn = u, sn
 			}
 		}
 		lag := r.t0.Sub(oldest)
 		r.inWindow = s.faults.covers(tg.via, r.t0, r.t1)
 		if lag > propBound {
 			if !r.inWindow {
-				stale = append(stale, fmt.Sprintf("%s at %s: rules %.1fs stale", tg, r.t0.Format("15:04:05.000"), lag.Seconds()))
+				st := oldestSn.states[tg.svc.name]
+				stale = append(stale, fmt.Sprintf("%s at %s: rules %.1fs stale (read at %s: %v/%v local=%v; API now %v)", tg, r.t0.Format("15:04:05.000"),
+					lag.Seconds(), oldestSn.t.Format("15:04:05.000"), st.HTTP, st.DNS, st.Local, tg.svc.stateAt(r.t0).Ready))
 			}
 			lag = propBound
 		}

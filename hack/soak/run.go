@@ -139,9 +139,16 @@ func (s *soak) report(runStart time.Time) int {
 		total += n
 		failed += s.churn.failed[op]
 	}
+	fails := s.churn.fails
 	s.churn.mu.Unlock()
 	sort.Strings(ops)
-	p("churn: %d API writes (%d failed, all during API server restarts or their aftermath): %s", total, failed, strings.Join(ops, ", "))
+	outsideAPI := 0
+	for _, t := range fails {
+		if !s.faults.coversKind("apiserver", t) {
+			outsideAPI++
+		}
+	}
+	p("churn: %d API writes (%d failed, %d of them outside API server restarts): %s", total, failed, outsideAPI, strings.Join(ops, ", "))
 
 	// Probes.
 	s.probes.mu.Lock()
@@ -253,7 +260,11 @@ func (s *soak) report(runStart time.Time) int {
 			}
 		}
 		fails = len(nd.eventsAfter("fail", runStart))
-		p("  %s: syncs %d full, %d partial, %d failed (IPv4)", nd.n.Name, full, partial, fails)
+		p("  %s: syncs %d full, %d partial, %d failed (IPv4); most DNAT rules seen at once in unreferenced (stale, to be deleted) chains: %d", nd.n.Name, full, partial, fails, nd.maxOrphanDNAT)
+	}
+
+	if ex := s.orphanExample.Load(); ex != nil {
+		p("  e.g. %s", *ex)
 	}
 
 	// Drift.

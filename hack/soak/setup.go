@@ -47,11 +47,14 @@ type soak struct {
 	interrupted     atomic.Bool
 	teardownOnce    sync.Once
 
-	probeSvcs []*probeSvc
-	churn     churnStats
-	faults    faultLog
-	probes    probeLog
-	drift     driftResult
+	probeSvcs     []*probeSvc
+	orphanExample atomic.Pointer[string]
+	udpMu         sync.Mutex
+	udpNext       map[string]int
+	churn         churnStats
+	faults        faultLog
+	probes        probeLog
+	drift         driftResult
 }
 
 // node is one lab node and the svcproxy it runs.
@@ -71,6 +74,8 @@ type node struct {
 	events    []logEvent
 	snaps     []snapshot
 	health    []healthObs
+	// maxOrphanDNAT: most DNAT rules seen in unreferenced chains at once.
+	maxOrphanDNAT int
 }
 
 // clusterCIDRs are two CIDRs, so that the pod network is matched through
