@@ -98,3 +98,31 @@ func TestInformersSyncedAfterInitialListHandled(t *testing.T) {
 			h.servicesAtSync, n, h.slicesAtSync, n)
 	}
 }
+
+// The first sync starts as soon as both initial lists are in, not a
+// --iptables-min-sync-period later: a sync nudged when only the Services
+// were listed returned at once and made the real first sync wait out the
+// runner's cooldown (on every cold start).
+func TestFirstSyncNotHeldBackByMinSyncPeriod(t *testing.T) {
+	const minSync = 5 * time.Second
+	p, ipt := newTestProxier(t, func(c *Config) { c.MinSyncPeriod = minSync })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	p.OnServiceAdd(webService)
+	p.OnServicesSynced()
+	time.Sleep(200 * time.Millisecond) // the slices' list comes in a little later
+	p.OnEndpointSliceAdd(webSlice)
+	start := time.Now()
+	p.OnEndpointSlicesSynced()
+	for ipt.Restores() == 0 {
+		if time.Since(start) > minSync*3/5 {
+			t.Fatalf("no restore %v after both lists were in (min sync period %v)", time.Since(start).Round(time.Millisecond), minSync)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

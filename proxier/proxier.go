@@ -190,7 +190,7 @@ func (p *Proxier) queued() {
 	metrics.ServiceChangesPending.Set(float64(pending.ServiceChanges))
 	metrics.EndpointChangesPending.Set(float64(pending.EndpointChanges))
 	metrics.SyncProxyRulesLastQueuedTimestamp.WithLabelValues(string(p.family)).SetToCurrentTime()
-	p.Sync()
+	p.syncIfListed()
 }
 
 // OnServiceAdd and the other On* methods are informer handlers.
@@ -212,7 +212,7 @@ func (p *Proxier) OnServiceDelete(svc *v1.Service) {
 
 func (p *Proxier) OnServicesSynced() {
 	p.servicesSynced.Store(true)
-	p.Sync()
+	p.syncIfListed()
 }
 
 func (p *Proxier) OnEndpointSliceAdd(s *discovery.EndpointSlice) { p.OnEndpointSliceUpdate(nil, s) }
@@ -233,7 +233,17 @@ func (p *Proxier) OnEndpointSliceDelete(s *discovery.EndpointSlice) {
 
 func (p *Proxier) OnEndpointSlicesSynced() {
 	p.slicesSynced.Store(true)
-	p.Sync()
+	p.syncIfListed()
+}
+
+// syncIfListed asks for a sync once both initial lists are in (the *Synced
+// calls ask for the first). A sync asked for earlier, by the initial adds,
+// would return at once and hold the real first one back by a
+// --iptables-min-sync-period.
+func (p *Proxier) syncIfListed() {
+	if p.servicesSynced.Load() && p.slicesSynced.Load() {
+		p.Sync()
+	}
 }
 
 // OnNodeChange takes this node's Node object (nil when deleted). A change in
