@@ -164,7 +164,6 @@ type snapshot struct {
 var (
 	commentRE = regexp.MustCompile(`--comment (?:"([^"]*)"|(\S+))`)
 	dnatRE    = regexp.MustCompile(`--to-destination \[?([0-9a-f.:]+?)\]?:\d+`)
-	svcJumpRE = regexp.MustCompile(`-j KUBE-SVC-([A-Z0-9]{16})`)
 )
 
 func comment(line string) string {
@@ -184,7 +183,7 @@ func comment(line string) string {
 // were.
 func (s *soak) parseNAT(save string) (jumps bool, states map[string]programmed, orphans int) {
 	eps := map[string]map[string]bool{} // "ns/name:port" -> pods
-	hash := map[string]string{}         // "ns/name:port" -> chain hash
+	localExt := map[string]bool{}       // "ns/name:port" with Local external policy
 	var pre, out bool
 	lines := strings.Split(save, "\n")
 	referenced := map[string]bool{}
@@ -214,7 +213,12 @@ func (s *soak) parseNAT(save string) (jumps bool, states map[string]programmed, 
 			out = true
 		}
 		c := comment(line)
-		key, rest, _ := strings.Cut(c, " ")
+		if k, ok := strings.CutPrefix(c, "pod traffic for "); ok {
+			if k, ok = strings.CutSuffix(k, " external destinations"); ok {
+				localExt[k] = true
+			}
+		}
+		key, _, _ := strings.Cut(c, " ")
 		if !strings.HasPrefix(key, ns+"/p-") {
 			continue
 		}
@@ -228,24 +232,15 @@ func (s *soak) parseNAT(save string) (jumps bool, states map[string]programmed, 
 			}
 			eps[key][name] = true
 		}
-		if rest == "cluster IP" {
-			if m := svcJumpRE.FindStringSubmatch(line); m != nil {
-				hash[key] = m[1]
-			}
-		}
 	}
 	states = map[string]programmed{}
 	for _, p := range s.probeSvcs {
 		k := ns + "/" + p.name
 		st := programmed{HTTP: setList(eps[k+":http"]), DNS: setList(eps[k+":dns"])}
-		if h := hash[k+":http"]; h != "" {
-			for _, line := range lines {
-				if strings.HasPrefix(line, "-A KUBE-EXT-"+h+" ") && strings.Contains(line, "KUBE-SVL-"+h) {
-					st.Local = true
-					break
-				}
-			}
-		}
+		// externalTrafficPolicy Local: its external chain short-circuits
+		// pod traffic (kube-proxy's "pod traffic for ... external
+		// destinations"), with or without local endpoints.
+		st.Local = localExt[k+":http"]
 		states[p.name] = st
 	}
 	return pre && out, states, orphans

@@ -39,9 +39,9 @@ type probeRec struct {
 	errText string
 	verdict string // "" right, else the kind of wrong answer
 	detail  string
-	// switchTimeout: a timeout accepted at a no-endpoints/endpoints switch.
-	switchTimeout bool
-	inWindow      bool
+	// switchRace: a timeout or refusal accepted at an endpoints/none switch.
+	switchRace bool
+	inWindow   bool
 }
 
 type probeLog struct {
@@ -181,6 +181,11 @@ func (s *soak) classify() (stale []string) {
 		oldest := r.t0
 		var oldestSn snapshot
 		for _, sn := range tg.via.bracket(r.t0, r.t1) {
+			// A read taken while the rules were flushed, or inside a
+			// fault window, says nothing about propagation.
+			if !sn.jumps || s.faults.covers(tg.via, sn.t, sn.t) {
+				continue
+			}
 			if u, ok := tg.svc.shownUntil(sn); ok && u.Before(oldest) {
 				oldest, oldestSn = u, sn
 			}
@@ -196,11 +201,11 @@ func (s *soak) classify() (stale []string) {
 			lag = propBound
 		}
 		vs := tg.svc.during(r.t0.Add(-lag), r.t1)
-		var ok, anyAnswer, anyEmpty bool
+		var ok, anyAnswer, anyNone bool
 		for _, v := range vs {
 			e := s.expected(tg, v.st)
 			anyAnswer = anyAnswer || len(e.answers) > 0
-			anyEmpty = anyEmpty || e.refused
+			anyNone = anyNone || e.refused || e.timeout
 			switch r.outcome {
 			case "ok":
 				ok = ok || e.answers[r.backend]
@@ -210,14 +215,16 @@ func (s *soak) classify() (stale []string) {
 				ok = ok || e.timeout
 			}
 		}
-		// A connection whose first packet crosses a switch between "no
-		// endpoints" (filter REJECT) and endpoints (nat DNAT) can meet the
-		// old nat rules and the new filter rules: it leaves un-DNATed, its
-		// conntrack entry keeps it so, and it times out. kube-proxy's rules
-		// have the same race; the soak accepts that timeout at such a
-		// switch only.
-		if !ok && r.outcome == "timeout" && anyEmpty && anyAnswer {
-			r.switchTimeout = true
+		// A connection whose first packet crosses a switch between a state
+		// without endpoints to answer (filter REJECT, or DROP for Local
+		// without local endpoints) and one with them meets the nat rules
+		// of one and the filter rules of the other (the restore is atomic,
+		// the packet's walk through nat, then filter, is not): un-DNATed,
+		// it times out (conntrack keeps it so) or, to a node port, is
+		// refused by the node itself. kube-proxy's rules have the same
+		// race; the soak accepts those two outcomes at such a switch only.
+		if !ok && (r.outcome == "timeout" || r.outcome == "refused") && anyNone && anyAnswer {
+			r.switchRace = true
 			ok = true
 		}
 		if ok {

@@ -157,11 +157,11 @@ func (s *soak) report(runStart time.Time) int {
 	outcomes := map[string]int{}
 	wrong := map[bool]map[string]int{true: {}, false: {}}
 	var examples []string
-	switchTimeouts := 0
+	switchRaces := 0
 	for _, r := range recs {
 		outcomes[r.outcome]++
-		if r.switchTimeout {
-			switchTimeouts++
+		if r.switchRace {
+			switchRaces++
 		}
 		if r.verdict != "" {
 			wrong[r.inWindow][r.verdict]++
@@ -172,7 +172,7 @@ func (s *soak) report(runStart time.Time) int {
 	}
 	p("probes: %d sent (TCP and UDP; from pods, nodes and the outside client): %d answered, %d refused, %d timed out, %d other",
 		len(recs), outcomes["ok"], outcomes["refused"], outcomes["timeout"], outcomes["other"])
-	p("  (%d timeouts accepted at a switch between no endpoints and endpoints: the first packet met the old nat and the new filter rules)", switchTimeouts)
+	p("  (%d timeouts or refusals accepted at a switch between endpoints and none: the first packet met one state's nat and the other's filter rules)", switchRaces)
 	p(windowDefinition)
 	for _, in := range []bool{false, true} {
 		where := "outside fault windows"
@@ -267,6 +267,8 @@ func (s *soak) report(runStart time.Time) int {
 		p("  e.g. %s", *ex)
 	}
 
+	s.writeTimeline()
+
 	// Drift.
 	p("drift after churn stopped (live nat+filter KUBE-* chains and rules vs svcproxy dump of the API's final state, canaries aside):")
 	if s.drift.err != "" {
@@ -339,4 +341,36 @@ func orEmpty(prefix, s string) string {
 		return ""
 	}
 	return prefix + s
+}
+
+// writeTimeline saves, for a post-mortem, each probed Service's API
+// versions and each node's rule reads in the state directory.
+func (s *soak) writeTimeline() {
+	var b strings.Builder
+	for _, p := range s.probeSvcs {
+		p.mu.Lock()
+		for _, v := range p.versions {
+			fmt.Fprintf(&b, "api %s %s..%s ready=%v notReady=%v local=%v affinity=%v\n", p.name, v.From.Format("15:04:05.000"), v.Until.Format("15:04:05.000"), v.st.Ready, v.st.NotReady, v.st.Local, v.st.Affinity)
+		}
+		p.mu.Unlock()
+	}
+	for _, nd := range s.nodes {
+		nd.mu.Lock()
+		for _, sn := range nd.snaps {
+			fmt.Fprintf(&b, "rules %s %s err=%v jumps=%v", nd.n.Name, sn.t.Format("15:04:05.000"), sn.err, sn.jumps)
+			for _, p := range s.probeSvcs {
+				st := sn.states[p.name]
+				fmt.Fprintf(&b, " %s=%v/%v/local=%v", p.name, st.HTTP, st.DNS, st.Local)
+			}
+			b.WriteString("\n")
+		}
+		for _, e := range nd.events {
+			fmt.Fprintf(&b, "log %s %s %s full=%v elapsed=%s %s\n", nd.n.Name, e.t.Format("15:04:05.000"), e.kind, e.full, e.elapsed, e.what)
+		}
+		nd.mu.Unlock()
+	}
+	path := s.l.StateDir + "/soak-timeline.txt"
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		logf("timeline: %v", err)
+	}
 }
