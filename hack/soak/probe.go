@@ -181,9 +181,9 @@ func (s *soak) classify() (stale []string) {
 		oldest := r.t0
 		var oldestSn snapshot
 		for _, sn := range tg.via.bracket(r.t0, r.t1) {
-			// A read taken while the rules were flushed, or inside a
-			// fault window, says nothing about propagation.
-			if !sn.jumps || s.faults.covers(tg.via, sn.t, sn.t) {
+			// A read taken while the rules were flushed says nothing
+			// about propagation.
+			if !sn.jumps {
 				continue
 			}
 			if u, ok := tg.svc.shownUntil(sn); ok && u.Before(oldest) {
@@ -193,7 +193,7 @@ func (s *soak) classify() (stale []string) {
 		lag := r.t0.Sub(oldest)
 		r.inWindow = s.faults.covers(tg.via, r.t0, r.t1)
 		if lag > propBound {
-			if !r.inWindow {
+			if !r.inWindow && !s.faults.covers(tg.via, oldestSn.t, oldestSn.t) {
 				st := oldestSn.states[tg.svc.name]
 				stale = append(stale, fmt.Sprintf("%s at %s: rules %.1fs stale (read at %s: %v/%v local=%v; API now %v)", tg, r.t0.Format("15:04:05.000"),
 					lag.Seconds(), oldestSn.t.Format("15:04:05.000"), st.HTTP, st.DNS, st.Local, tg.svc.stateAt(r.t0).Ready))
