@@ -19,6 +19,8 @@ ARG GO_VERSION=1.26.8
 FROM --platform=$BUILDPLATFORM golang:${GO_VERSION}-bookworm AS build
 ARG TARGETOS=linux
 ARG TARGETARCH
+# What --version reports; e.g. --build-arg VERSION=$(git describe --tags --always --dirty).
+ARG VERSION=v0.0.0-dev
 WORKDIR /src
 # Modules first, so source edits do not re-download them.
 COPY go.mod go.sum ./
@@ -28,7 +30,7 @@ COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    go build -trimpath -ldflags "-s -w" -o /out/svcproxy ./cmd/svcproxy
+    go build -trimpath -ldflags "-s -w -X github.com/svcproxy/svcproxy/cmd/svcproxy/app.version=${VERSION}" -o /out/svcproxy ./cmd/svcproxy
 
 FROM debian:bookworm-slim
 # iptables ships both backends: iptables-nft* / ip6tables-nft* (nf_tables)

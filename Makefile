@@ -10,8 +10,13 @@ TEST_TIMEOUT ?= 25m
 
 all: build
 
+# The version svcproxy reports (--version, svcproxy version): git describe,
+# or v0.0.0-dev outside a git checkout.
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo v0.0.0-dev)
+LDFLAGS  := -X github.com/svcproxy/svcproxy/cmd/svcproxy/app.version=$(VERSION)
+
 build:
-	$(GO) build -o $(BIN) ./cmd/svcproxy
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/svcproxy
 
 # System packages: iptables, ipset, conntrack, etcd-server, iproute2, openssl.
 deps:

@@ -136,8 +136,9 @@ trim_rootfs() {
 build_binary() {
 	local out=$1
 	command -v go >/dev/null || die "go not found in PATH"
-	log "go build ./cmd/svcproxy (static)"
-	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out" ./cmd/svcproxy
+	local version=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo v0.0.0-dev)}
+	log "go build ./cmd/svcproxy (static, version $version)"
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/svcproxy/svcproxy/cmd/svcproxy/app.version=$version" -o "$out" ./cmd/svcproxy
 }
 
 # check_backends fails unless both backends of both families are in root:

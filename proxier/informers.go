@@ -3,6 +3,7 @@ package proxier
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/svcproxy/svcproxy/proxier/model"
@@ -37,8 +38,9 @@ const proxyLabelSelector = "!" + model.LabelServiceProxyName + ",!service.kubern
 
 // StartInformers starts Service, EndpointSlice and (this node's) Node
 // informers feeding h, and calls the *Synced handlers once each initial
-// list is in and has been handed to h. It returns when ctx ends. resync is
-// the informers' resync period (kube-proxy's --config-sync-period; 0 disables).
+// list is in and has been handed to h. It returns when ctx ends, once
+// every goroutine it started has returned. resync is the informers' resync
+// period (kube-proxy's --config-sync-period; 0 disables).
 func StartInformers(ctx context.Context, client kubernetes.Interface, nodeName string, resync time.Duration, h Handlers) error {
 	factory := informers.NewSharedInformerFactoryWithOptions(client, resync,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = proxyLabelSelector }))
@@ -84,19 +86,22 @@ func StartInformers(ctx context.Context, client kubernetes.Interface, nodeName s
 	nodeFactory.Start(ctx.Done())
 	// The two initial lists are awaited separately: rules are written only
 	// after both are in, so a half-known cluster is never programmed.
-	go func() {
+	var wg sync.WaitGroup
+	wg.Go(func() {
 		if cache.WaitForNamedCacheSync("services", ctx.Done(), svcReg.HasSynced) {
 			h.OnServicesSynced()
 		}
-	}()
-	go func() {
+	})
+	wg.Go(func() {
 		if cache.WaitForNamedCacheSync("endpoint slices", ctx.Done(), sliceReg.HasSynced) {
 			h.OnEndpointSlicesSynced()
 		}
-	}()
+	})
 	<-ctx.Done()
+	// Shutdown waits for the informers' goroutines.
 	factory.Shutdown()
 	nodeFactory.Shutdown()
+	wg.Wait()
 	return nil
 }
 

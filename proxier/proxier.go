@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -162,21 +163,28 @@ func New(cfg Config) (*Proxier, error) {
 
 // Run syncs until ctx ends, then waits for the sync in flight (whose
 // iptables-restore ctx ends: it applies all or nothing) and the canary
-// watcher to return. The rules stay in place afterwards: a restarting proxy
-// must not cut established service traffic.
+// watcher to return: when Run returns, no goroutine it started is left.
+// The sync goroutine is the only one that writes iptables; the canary
+// watcher only reads and asks it for a full sync. The rules stay in place
+// afterwards: a restarting proxy must not cut established service traffic.
 func (p *Proxier) Run(ctx context.Context) error {
 	if p.cfg.Health != nil {
 		p.cfg.Health.Updated(p.family)
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	// The runner returns when ctx ends (nil) or when it cannot start (an
+	// error); either way the canary watcher stops with it.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var g errgroup.Group
+	g.Go(func() error {
 		p.watchCanary(ctx)
-	}()
-	err := p.runner.Run(ctx)
-	wg.Wait()
-	return err
+		return nil
+	})
+	g.Go(func() error {
+		defer stop()
+		return p.runner.Run(ctx)
+	})
+	return g.Wait()
 }
 
 // Sync asks for a sync soon (bounded by MinSyncPeriod).

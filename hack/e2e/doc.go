@@ -9,6 +9,11 @@
 //
 //	SVCPROXY_E2E=1 go test -count=1 -v ./hack/e2e/
 //
+// The lab is dual-stack (unless the kernel has no IPv6): the Node objects
+// carry both families, svcproxy gets both pod networks in --cluster-cidr and
+// runs both families, and every pod answers on IPv4 and IPv6 (ipv6_test.go
+// exercises IPv6 and dual-stack Services; the other tests use IPv4).
+//
 // One lab (prefix "svpee<pid>", 2 nodes x 3 pods), one control plane and one
 // svcproxy per node are shared by all tests of the package and torn down
 // when the package's tests end (or on SIGINT/SIGTERM). If the test binary

@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
+	"net"
 	"regexp"
 	"slices"
 	"sort"
@@ -42,6 +44,10 @@ type svcSpec struct {
 	local    bool // externalTrafficPolicy: Local (NodePort only)
 	labels   map[string]string
 	affinity int32 // sessionAffinity ClientIP with this timeout, if > 0
+	// families is spec.ipFamilies (nil: the API server's primary family,
+	// IPv4); more than one makes the Service RequireDualStack, one
+	// SingleStack.
+	families []corev1.IPFamily
 }
 
 func (s svcSpec) service() *corev1.Service {
@@ -70,7 +76,35 @@ func (s svcSpec) service() *corev1.Service {
 			Name: "dns", Protocol: corev1.ProtocolUDP, Port: 53, TargetPort: intstr.FromInt32(echoPort),
 		})
 	}
+	if len(s.families) > 0 {
+		svc.Spec.IPFamilies = s.families
+		policy := corev1.IPFamilyPolicySingleStack
+		if len(s.families) > 1 {
+			policy = corev1.IPFamilyPolicyRequireDualStack
+		}
+		svc.Spec.IPFamilyPolicy = &policy
+	}
 	return svc
+}
+
+// serviceFamilies are the IP families of svc's EndpointSlices: its
+// ipFamilies, or IPv4 (the lab API server's primary family) when unset.
+func serviceFamilies(svc *corev1.Service) []lab.Family {
+	var out []lab.Family
+	for _, f := range svc.Spec.IPFamilies {
+		out = append(out, labFamily(f))
+	}
+	if len(out) == 0 {
+		out = []lab.Family{lab.IPv4}
+	}
+	return out
+}
+
+func labFamily(f corev1.IPFamily) lab.Family {
+	if f == corev1.IPv6Protocol {
+		return lab.IPv6
+	}
+	return lab.IPv4
 }
 
 // createService creates the Service (deleted with its slices when t ends)
@@ -90,7 +124,11 @@ func (e *env) createService(t *testing.T, s svcSpec, pods ...*lab.Pod) *corev1.S
 	if err != nil {
 		t.Fatalf("create service %s: %v", s.name, err)
 	}
-	t.Logf("service %s/%s: cluster IP %s", ns, s.name, svc.Spec.ClusterIP)
+	if len(svc.Spec.ClusterIPs) > 1 {
+		t.Logf("service %s/%s: cluster IPs %v", ns, s.name, svc.Spec.ClusterIPs)
+	} else {
+		t.Logf("service %s/%s: cluster IP %s", ns, s.name, svc.Spec.ClusterIP)
+	}
 	return svc
 }
 
@@ -126,9 +164,10 @@ func (e *env) setEndpoints(t *testing.T, svc *corev1.Service, pods ...*lab.Pod) 
 	e.setSlice(t, svc, eps...)
 }
 
-// setSlice creates or replaces the Service's EndpointSlice (as the
-// EndpointSlice controller would: service-name label, the Service's other
-// labels, one port per Service port, endpoints with their node).
+// setSlice creates or replaces the Service's EndpointSlices, one per IP
+// family of the Service (as the EndpointSlice controller would: an address
+// type per slice, service-name label, the Service's other labels, one port
+// per Service port, endpoints with their node).
 func (e *env) setSlice(t *testing.T, svc *corev1.Service, eps ...endpoint) {
 	t.Helper()
 	var sliceEPs []lab.SliceEndpoint
@@ -141,22 +180,29 @@ func (e *env) setSlice(t *testing.T, svc *corev1.Service, eps ...endpoint) {
 		}
 		desc = append(desc, d)
 	}
-	slice := lab.EndpointSliceFor(svc, ns, svc.Name+"-e2e", "svpe2-test", sliceEPs...)
+	families := serviceFamilies(svc)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	api := e.cs.DiscoveryV1().EndpointSlices(ns)
-	cur, err := api.Get(ctx, slice.Name, metav1.GetOptions{})
-	switch {
-	case apierrors.IsNotFound(err):
-		_, err = api.Create(ctx, slice, metav1.CreateOptions{})
-	case err == nil:
-		slice.ResourceVersion = cur.ResourceVersion
-		_, err = api.Update(ctx, slice, metav1.UpdateOptions{})
+	for _, family := range families {
+		name := svc.Name + "-e2e" // the IPv4 slice keeps its historical name
+		if family == lab.IPv6 {
+			name += "-v6"
+		}
+		slice := lab.EndpointSliceForFamily(svc, ns, name, "svpe2-test", family, sliceEPs...)
+		cur, err := api.Get(ctx, slice.Name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			_, err = api.Create(ctx, slice, metav1.CreateOptions{})
+		case err == nil:
+			slice.ResourceVersion = cur.ResourceVersion
+			_, err = api.Update(ctx, slice, metav1.UpdateOptions{})
+		}
+		if err != nil {
+			t.Fatalf("%s endpoint slice for %s: %v", family, svc.Name, err)
+		}
 	}
-	if err != nil {
-		t.Fatalf("endpoint slice for %s: %v", svc.Name, err)
-	}
-	t.Logf("endpoints of %s: %v", svc.Name, desc)
+	t.Logf("endpoints of %s (%v): %v", svc.Name, families, desc)
 }
 
 func podNames(pods []*lab.Pod) []string {
@@ -178,7 +224,7 @@ type target struct {
 }
 
 func (g target) String() string {
-	return fmt.Sprintf("%s %s:%d from %s", g.proto, g.addr, g.port, g.from)
+	return fmt.Sprintf("%s %s from %s", g.proto, net.JoinHostPort(g.addr, itoa(g.port)), g.from)
 }
 
 func (g target) spec(timeout time.Duration) lab.ProbeSpec {
@@ -201,8 +247,20 @@ func reachAll(t *testing.T, g target, want ...string) map[string]bool {
 // reachAllWithin is reachAll with another time limit.
 func reachAllWithin(t *testing.T, limit time.Duration, g target, want ...string) map[string]bool {
 	t.Helper()
+	clients := map[string]bool{}
+	for _, seen := range reachAllByBackend(t, limit, g, want...) {
+		maps.Copy(clients, seen)
+	}
+	return clients
+}
+
+// reachAllByBackend is reachAllWithin that returns the client IPs each
+// backend saw (for checks such as: the node's own endpoint sees the
+// masquerade address of the pod bridge, a remote one the node's address).
+func reachAllByBackend(t *testing.T, limit time.Duration, g target, want ...string) map[string]map[string]bool {
+	t.Helper()
 	start := time.Now()
-	seen := map[string]int{}
+	seen := map[string]map[string]bool{}
 	clients := map[string]bool{}
 	var lastErr error
 	deadline := start.Add(limit)
@@ -218,14 +276,17 @@ func reachAllWithin(t *testing.T, limit time.Duration, g target, want ...string)
 		if !slices.Contains(want, r.Backend) {
 			t.Fatalf("%s: answered by %q, want only %v", g, r.Backend, want)
 		}
-		seen[r.Backend]++
+		if seen[r.Backend] == nil {
+			seen[r.Backend] = map[string]bool{}
+		}
+		seen[r.Backend][r.ClientIP()] = true
 		clients[r.ClientIP()] = true
 		if len(seen) == len(want) {
 			t.Logf("%s: all of %v answered after %d requests, %s (client seen as %v)", g, want, i+1, time.Since(start).Round(time.Millisecond), keys(clients))
-			return clients
+			return seen
 		}
 	}
-	t.Fatalf("%s: only %v of %v answered within %s (last error: %v)", g, seen, want, limit, lastErr)
+	t.Fatalf("%s: only %v of %v answered within %s (last error: %v)", g, keys(seen), want, limit, lastErr)
 	return nil
 }
 
@@ -339,22 +400,106 @@ func (e *env) waitRules(t *testing.T, what string, check func(nat string) error)
 // waitTable polls both nodes' table until check passes for each.
 func (e *env) waitTable(t *testing.T, table, what string, check func(save string) error) {
 	t.Helper()
+	e.waitFamilyTable(t, lab.IPv4, table, what, check)
+}
+
+// waitFamilyTable is waitTable for family's table (ip6tables for IPv6).
+func (e *env) waitFamilyTable(t *testing.T, family lab.Family, table, what string, check func(save string) error) {
+	t.Helper()
 	for _, n := range e.lab.Nodes {
-		e.waitNodeTable(t, &n, table, what, check)
+		e.waitNodeFamilyTable(t, family, &n, table, what, check)
 	}
 }
 
 // waitNodeTable polls node n's table until check passes (bounded by converge).
 func (e *env) waitNodeTable(t *testing.T, n *lab.Node, table, what string, check func(save string) error) {
 	t.Helper()
+	e.waitNodeFamilyTable(t, lab.IPv4, n, table, what, check)
+}
+
+// waitNodeFamilyTable is waitNodeTable for family's table.
+func (e *env) waitNodeFamilyTable(t *testing.T, family lab.Family, n *lab.Node, table, what string, check func(save string) error) {
+	t.Helper()
 	err := lab.Poll(context.Background(), converge, 100*time.Millisecond, func() error {
-		save, err := e.save(n.NS, table)
+		save, err := e.saveFamily(family, n.NS, table)
 		if err != nil {
 			return err
 		}
 		return check(save)
 	})
 	if err != nil {
-		t.Fatalf("%s on %s: %v", what, n.Name, err)
+		t.Fatalf("%s on %s (%s): %v", what, n.Name, family, err)
 	}
+}
+
+// quietSave returns `iptables-save -t table` of node n once svcproxy's rules
+// are at rest: no stale chain waiting to be deleted and two saves, more
+// than a minimum sync period apart, with the same KUBE- lines. It fails t
+// only when the rules never settle within a minute.
+func (e *env) quietSave(t *testing.T, n *lab.Node, table string) string {
+	t.Helper()
+	var quiet string
+	err := lab.Poll(context.Background(), time.Minute, 3*minSyncPeriod, func() error {
+		m, err := lab.ScrapeMetrics(context.Background(), n.NS, lab.MetricsURL)
+		if err != nil {
+			return err
+		}
+		if pending := m.Flat(lab.IPv4)["svcproxy_stale_chains_pending"]; pending > 0 {
+			return fmt.Errorf("%v stale chains pending", pending)
+		}
+		first, err := e.save(n.NS, table)
+		if err != nil {
+			return err
+		}
+		time.Sleep(3 * minSyncPeriod)
+		second, err := e.save(n.NS, table)
+		if err != nil {
+			return err
+		}
+		if lost, added := lineDiff(kubeLines(first), kubeLines(second)); len(lost)+len(added) > 0 {
+			return fmt.Errorf("rules still changing: %d lines went, %d came", len(lost), len(added))
+		}
+		quiet = second
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%s %s table never at rest: %v", n.Name, table, err)
+	}
+	return quiet
+}
+
+// kubeLines returns the chain declarations and rules of save that mention
+// a KUBE- chain.
+func kubeLines(save string) []string {
+	var out []string
+	for _, line := range linesMentioning(save, "KUBE-") {
+		if strings.HasPrefix(line, "-A ") || strings.HasPrefix(line, ":KUBE-") {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// lineDiff returns the lines of before missing from after, and those of
+// after missing from before.
+func lineDiff(before, after []string) (lost, added []string) {
+	in := func(lines []string) map[string]bool {
+		m := map[string]bool{}
+		for _, l := range lines {
+			m[l] = true
+		}
+		return m
+	}
+	b, a := in(before), in(after)
+	for _, l := range before {
+		if !a[l] {
+			lost = append(lost, l)
+		}
+	}
+	for _, l := range after {
+		if !b[l] {
+			added = append(added, l)
+		}
+	}
+	return lost, added
 }

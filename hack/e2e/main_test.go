@@ -159,6 +159,15 @@ func buildEnv() (skip string, e *env, err error) {
 			return "", nil, fmt.Errorf("echo server in %s: %w", p.NS, err)
 		}
 		e.echos = append(e.echos, proc)
+		if !e.lab.IPv6 {
+			continue
+		}
+		// The echo server serves one family: a second one, same name and
+		// port, answers on the pod's IPv6 address.
+		if proc, err = e.lab.StartEchoArgs(p.NS, p.Name, echoPort, "--addr", "::"); err != nil {
+			return "", nil, fmt.Errorf("IPv6 echo server in %s: %w", p.NS, err)
+		}
+		e.echos = append(e.echos, proc)
 	}
 	for _, n := range e.lab.Nodes {
 		if err := e.startDaemon(n.Index); err != nil {
@@ -207,16 +216,21 @@ func (e *env) createClusterObjects(ctx context.Context) error {
 }
 
 // daemonArgs is kube-proxy's command line, as a DaemonSet would pass it,
-// plus the node's extra flags.
+// plus the node's extra flags. In a dual-stack lab --cluster-cidr names
+// both pod networks (IPv4 first), as in a dual-stack cluster.
 func (e *env) daemonArgs(i int) []string {
 	n := e.lab.Node(i)
 	e.mu.Lock()
 	extra := e.extra[i]
 	e.mu.Unlock()
+	clusterCIDR := lab.PodNetwork
+	if e.lab.IPv6 {
+		clusterCIDR += "," + lab.PodNetwork6
+	}
 	return append([]string{e.bin,
 		"--kubeconfig", e.cp.Kubeconfig(),
 		"--hostname-override", n.Name,
-		"--cluster-cidr", lab.PodNetwork,
+		"--cluster-cidr", clusterCIDR,
 		"--iptables-min-sync-period", minSyncPeriod.String(),
 		"--iptables-sync-period", syncPeriod.String(),
 		"--healthz-bind-address", n.IP + ":10256",
@@ -248,10 +262,10 @@ func (e *env) daemon(i int) *lab.Proc {
 	return e.daemons[i]
 }
 
-// waitDaemonReady waits until svcproxy on node i has completed a sync
-// (its last-sync metric is later than its start: after a restart the old
-// rules are still there and prove nothing), programmed the kubernetes
-// Service, and answers /healthz with 200.
+// waitDaemonReady waits until svcproxy on node i has completed a sync of
+// every family of the lab (its last-sync metrics are later than its start:
+// after a restart the old rules are still there and prove nothing),
+// programmed the kubernetes Service, and answers /healthz with 200.
 func (e *env) waitDaemonReady(i int) error {
 	n := e.lab.Node(i)
 	p := e.daemon(i)
@@ -263,12 +277,14 @@ func (e *env) waitDaemonReady(i int) error {
 		if exited, werr := p.Exited(); exited {
 			return fmt.Errorf("%w: svcproxy on %s exited: %v", lab.ErrStop, n.Name, werr)
 		}
-		ts, err := lastSync(n.NS)
-		if err != nil {
-			return err
-		}
-		if ts < started {
-			return fmt.Errorf("no sync yet (last sync metric %.3f, process started %.3f)", ts, started)
+		for _, family := range e.families() {
+			ts, err := lastSync(n.NS, family)
+			if err != nil {
+				return err
+			}
+			if ts < started {
+				return fmt.Errorf("no %s sync yet (last sync metric %.3f, process started %.3f)", family, ts, started)
+			}
 		}
 		nat, err := e.save(n.NS, "nat")
 		if err != nil {
@@ -293,17 +309,26 @@ func (e *env) waitDaemonReady(i int) error {
 	return nil
 }
 
+// families are the IP families the lab has, hence those every daemon must
+// run (svcproxy runs dual-stack wherever both iptables families work).
+func (e *env) families() []lab.Family {
+	if e.lab.IPv6 {
+		return []lab.Family{lab.IPv4, lab.IPv6}
+	}
+	return []lab.Family{lab.IPv4}
+}
+
 // lastSync reads kubeproxy_sync_proxy_rules_last_timestamp_seconds (unix
-// seconds of the IPv4 family's last successful sync; 0 before the first)
-// from the metrics server of the svcproxy running in node namespace nodeNS.
-func lastSync(nodeNS string) (float64, error) {
+// seconds of family's last successful sync; 0 before the first) from the
+// metrics server of the svcproxy running in node namespace nodeNS.
+func lastSync(nodeNS string, family lab.Family) (float64, error) {
 	m, err := lab.ScrapeMetrics(context.Background(), nodeNS, lab.MetricsURL)
 	if err != nil {
 		return 0, err
 	}
-	ts, ok := m.Flat(lab.IPv4)["kubeproxy_sync_proxy_rules_last_timestamp_seconds"]
+	ts, ok := m.Flat(family)["kubeproxy_sync_proxy_rules_last_timestamp_seconds"]
 	if !ok {
-		return 0, errors.New("/metrics lacks kubeproxy_sync_proxy_rules_last_timestamp_seconds")
+		return 0, fmt.Errorf("/metrics lacks kubeproxy_sync_proxy_rules_last_timestamp_seconds for %s", family)
 	}
 	return ts, nil
 }
@@ -330,6 +355,12 @@ func (e *env) diagnose(t *testing.T) {
 		}
 		if nat, err := e.save(n.NS, "nat"); err == nil {
 			t.Logf("--- iptables-save -t nat on %s (%d lines; tail)\n%s", n.Name, strings.Count(nat, "\n"), tail(nat, 5000))
+		}
+		if !e.lab.IPv6 {
+			continue
+		}
+		if nat, err := e.saveFamily(lab.IPv6, n.NS, "nat"); err == nil {
+			t.Logf("--- ip6tables-save -t nat on %s (%d lines; tail)\n%s", n.Name, strings.Count(nat, "\n"), tail(nat, 5000))
 		}
 	}
 }
@@ -366,7 +397,12 @@ func teardown() {
 
 // save returns `iptables-save -t table` inside namespace nsName.
 func (e *env) save(nsName, table string) (string, error) {
-	return lab.SaveTable(context.Background(), nsName, lab.IPv4, table)
+	return e.saveFamily(lab.IPv4, nsName, table)
+}
+
+// saveFamily is save for family (ip6tables-save for IPv6).
+func (e *env) saveFamily(family lab.Family, nsName, table string) (string, error) {
+	return lab.SaveTable(context.Background(), nsName, family, table)
 }
 
 func tail(s string, n int) string {

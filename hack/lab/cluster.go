@@ -19,8 +19,11 @@ import (
 // namespace.
 
 // RegisterNodes creates the lab's Node objects, as kubelets register them:
-// name, hostname label, the IPv4 pod CIDR and the InternalIP address (a
-// proxy reads its Node's addresses and pod CIDR, and /healthz needs it).
+// name, hostname label, the pod CIDRs and the InternalIP addresses (a proxy
+// reads its Node's addresses and pod CIDRs, and /healthz needs it). In a
+// dual-stack lab (l.IPv6) a Node has both families, IPv4 first, as a kubelet
+// started with --node-ip=<IPv4>,<IPv6> reports them (IPv4 stays the
+// primary family, as in the API server's service ranges).
 func RegisterNodes(ctx context.Context, cs kubernetes.Interface, l *Lab) error {
 	for _, n := range l.Nodes {
 		node := &corev1.Node{
@@ -28,9 +31,13 @@ func RegisterNodes(ctx context.Context, cs kubernetes.Interface, l *Lab) error {
 			Spec:       corev1.NodeSpec{PodCIDR: n.PodCIDR, PodCIDRs: []string{n.PodCIDR}},
 			Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
 				{Type: corev1.NodeInternalIP, Address: n.IP},
-				{Type: corev1.NodeHostName, Address: n.Name},
 			}},
 		}
+		if l.IPv6 && n.IP6 != "" && n.PodCIDR6 != "" {
+			node.Spec.PodCIDRs = append(node.Spec.PodCIDRs, n.PodCIDR6)
+			node.Status.Addresses = append(node.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: n.IP6})
+		}
+		node.Status.Addresses = append(node.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeHostName, Address: n.Name})
 		created, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
 		if err != nil {
 			return fmt.Errorf("lab: create node %s: %w", n.Name, err)
@@ -58,6 +65,17 @@ type SliceEndpoint struct {
 // label plus the Service's labels, one port per Service port (its numeric
 // target port), endpoints with their node and pod.
 func EndpointSliceFor(svc *corev1.Service, ns, name, managedBy string, eps ...SliceEndpoint) *discovery.EndpointSlice {
+	return EndpointSliceForFamily(svc, ns, name, managedBy, IPv4, eps...)
+}
+
+// EndpointSliceForFamily is EndpointSliceFor for one IP family: an IPv6
+// slice (address type IPv6) holds the pods' IPv6 addresses. The API needs a
+// slice per address type, so a dual-stack Service has one of each.
+func EndpointSliceForFamily(svc *corev1.Service, ns, name, managedBy string, family Family, eps ...SliceEndpoint) *discovery.EndpointSlice {
+	addressType := discovery.AddressTypeIPv4
+	if family == IPv6 {
+		addressType = discovery.AddressTypeIPv6
+	}
 	slice := &discovery.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: name, Namespace: ns,
@@ -66,7 +84,7 @@ func EndpointSliceFor(svc *corev1.Service, ns, name, managedBy string, eps ...Sl
 				discovery.LabelManagedBy:   managedBy,
 			},
 		},
-		AddressType: discovery.AddressTypeIPv4,
+		AddressType: addressType,
 		Endpoints:   []discovery.Endpoint{},
 	}
 	for k, v := range svc.Labels {
@@ -78,8 +96,12 @@ func EndpointSliceFor(svc *corev1.Service, ns, name, managedBy string, eps ...Sl
 		})
 	}
 	for _, ep := range eps {
+		addr := ep.Pod.IP
+		if family == IPv6 {
+			addr = ep.Pod.IP6
+		}
 		slice.Endpoints = append(slice.Endpoints, discovery.Endpoint{
-			Addresses:  []string{ep.Pod.IP},
+			Addresses:  []string{addr},
 			Conditions: discovery.EndpointConditions{Ready: ptr.To(ep.Ready), Serving: ptr.To(ep.Ready), Terminating: ptr.To(false)},
 			NodeName:   ptr.To(ep.Pod.Node),
 			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: ep.Pod.Name},

@@ -7,8 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -305,7 +306,7 @@ func reachAll(spec lab.ProbeSpec, limit time.Duration, want ...string) error {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		if !contains(want, r.Backend) {
+		if !slices.Contains(want, r.Backend) {
 			return fmt.Errorf("%s %s:%d from %s: answered by %q, want only %v", spec.Proto, spec.Addr, spec.Port, spec.NS, r.Backend, want)
 		}
 		seen[r.Backend] = true
@@ -313,23 +314,5 @@ func reachAll(spec lab.ProbeSpec, limit time.Duration, want ...string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%s %s:%d from %s: only %v of %v answered (last error: %v)", spec.Proto, spec.Addr, spec.Port, spec.NS, keys(seen), want, lastErr)
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func keys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
+	return fmt.Errorf("%s %s:%d from %s: only %v of %v answered (last error: %v)", spec.Proto, spec.Addr, spec.Port, spec.NS, slices.Sorted(maps.Keys(seen)), want, lastErr)
 }

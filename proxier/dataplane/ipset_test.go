@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -300,38 +301,71 @@ type egressTally struct {
 	FirstFailure                               error
 }
 
+// probeStream paces udpStream and shows its progress.
+type probeStream struct {
+	// sent counts probes started; finished, those answered or failed.
+	sent, finished atomic.Int64
+	// budget, when positive, is how many probes the stream sends per epoch:
+	// having sent them, it waits for a value on epoch (a new epoch) or stop.
+	// So a stream of maxProbes source ports lasts for maxProbes/budget
+	// epochs however slow or fast each one is.
+	budget int
+	epoch  chan struct{}
+}
+
+// newEpoch starts a new epoch (a fresh budget) if the stream wants one.
+func (ps *probeStream) newEpoch() {
+	select {
+	case ps.epoch <- struct{}{}:
+	default: // one is already pending
+	}
+}
+
 // udpStream sends one-datagram UDP probes from inside ns to dst:port, each
 // from its own source port (firstPort, firstPort+1, ...) so that every probe
 // is a new conntrack flow whose NAT is decided by the rules of that moment.
-// Probes start at most every interval. It stops when stop is closed, after
-// maxProbes, or at deadline.
-func udpStream(ns, dst string, port, firstPort, maxProbes int, interval time.Duration, nodeIP, podIP string, stop <-chan struct{}, deadline time.Time) (egressTally, error) {
+// Probes start at most every interval (see ps for the pacing). It stops
+// when stop is closed or after maxProbes. A probe unanswered for 5s is a
+// failure.
+func udpStream(ns, dst string, port, firstPort, maxProbes int, interval time.Duration, nodeIP, podIP string, stop <-chan struct{}, ps *probeStream) (egressTally, error) {
 	var t egressTally
 	err := lab.InNetns(ns, func() error {
 		raddr := &net.UDPAddr{IP: net.ParseIP(dst), Port: port}
 		buf := make([]byte, 512)
-		start := time.Now()
-		for i := 0; i < maxProbes && time.Now().Before(deadline); i++ {
+		next, inEpoch := time.Now(), 0
+		for i := 0; i < maxProbes; i++ {
 			select {
 			case <-stop:
 				return nil
 			default:
 			}
-			if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
+			if ps.budget > 0 && inEpoch >= ps.budget {
+				select {
+				case <-stop:
+					return nil
+				case <-ps.epoch:
+					inEpoch = 0
+				}
+			}
+			inEpoch++
+			if wait := time.Until(next); wait > 0 {
 				time.Sleep(wait)
 			}
+			next = time.Now().Add(interval)
 			c, err := net.DialUDP("udp4", &net.UDPAddr{Port: firstPort + i}, raddr)
 			if err != nil {
 				return err
 			}
 			t.Probes++
-			_ = c.SetDeadline(time.Now().Add(time.Second))
+			ps.sent.Add(1)
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 			_, err = c.Write([]byte("ping\n"))
 			n := 0
 			if err == nil {
 				n, err = c.Read(buf)
 			}
 			c.Close()
+			ps.finished.Add(1)
 			if err != nil {
 				t.Failed++
 				if t.FirstFailure == nil {
@@ -354,6 +388,28 @@ func udpStream(ns, dst string, port, firstPort, maxProbes int, interval time.Dur
 		return nil
 	})
 	return t, err
+}
+
+// waitProgress waits until cond holds. It fails the test only if nothing
+// happens for far longer than any machine needs (two minutes), or if done
+// is closed first: no verdict here depends on the machine's speed.
+func waitProgress(t *testing.T, what string, done <-chan struct{}, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for !cond() {
+		select {
+		case <-done:
+			if cond() {
+				return
+			}
+			t.Fatalf("waiting for %s: the probe stream ended first", what)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: no progress in two minutes", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func TestPodEgressMasqueradeWithIPSets(t *testing.T) {
@@ -435,23 +491,22 @@ func TestPodEgressMasqueradeWithIPSets(t *testing.T) {
 		checkB(true)
 
 		// Continuous UDP from pod A (whose CIDR stays) to the outside while
-		// the set is swapped and the rules rewritten, over and over.
-		// Each swap is what the daemon does when the configuration
-		// changes: SyncIPSets (atomic swap of the set's members) and a
-		// full sync (jumps ensured, one iptables-restore). At least
-		// minSwaps and at least swapFor, bounded by maxSwaps, hardStop
-		// and the probe stream (every swap counted overlaps probes).
+		// the set is swapped and the rules rewritten, swaps times. Each
+		// swap is what the daemon does when the configuration changes:
+		// SyncIPSets (atomic swap of the set's members) and a full sync
+		// (jumps ensured, one iptables-restore). The work is counted, not
+		// timed: every swap starts a probe epoch (so the source ports last
+		// however long the swaps take), and the next swap waits until a
+		// probe has started since this one did.
 		const (
-			swapFor   = 3 * time.Second
-			minSwaps  = 12
-			maxSwaps  = 200
-			hardStop  = 30 * time.Second
+			swaps     = 12
 			maxProbes = 22000 // source ports 10000..31999, each used once, below the ephemeral range
 			interval  = 500 * time.Microsecond
 		)
 		e.zeroClientCounters()
 		configs := []*rules.NodeConfig{ac, abc, abcd, abc}
 		stop := make(chan struct{})
+		ps := &probeStream{budget: maxProbes / (swaps + 1), epoch: make(chan struct{}, 1)}
 		var tally egressTally
 		var streamErr error
 		var wg sync.WaitGroup
@@ -460,43 +515,35 @@ func TestPodEgressMasqueradeWithIPSets(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer close(streamDone)
-			tally, streamErr = udpStream(podA.NS, outsideIP, outsidePort, 10000, maxProbes, interval, nodeIP, podA.IP, stop, time.Now().Add(hardStop+5*time.Second))
+			tally, streamErr = udpStream(podA.NS, outsideIP, outsidePort, 10000, maxProbes, interval, nodeIP, podA.IP, stop, ps)
 		}()
-		time.Sleep(50 * time.Millisecond) // let the stream start
-		swaps, start := 0, time.Now()
-		var swapErr error
-	swapping:
-		for swaps < maxSwaps && time.Since(start) < hardStop && (swaps < minSwaps || time.Since(start) < swapFor) {
-			if swapErr = e.apply(configs[swaps%len(configs)]); swapErr != nil {
-				break
-			}
-			select {
-			case <-streamDone:
-				break swapping // this swap may have outlived the probes: not counted
-			default:
-				swaps++
+		stopStream := func() {
+			close(stop)
+			wg.Wait()
+			if streamErr != nil {
+				t.Fatalf("probe stream: %v", streamErr)
 			}
 		}
-		time.Sleep(50 * time.Millisecond) // probes after the last swap too
-		close(stop)
-		wg.Wait()
-		if swapErr != nil {
-			t.Fatalf("swap %d: %v", swaps+1, swapErr)
+		waitProgress(t, "the probe stream to start", streamDone, func() bool { return ps.finished.Load() > 0 })
+		start := time.Now()
+		for i := range swaps {
+			ps.newEpoch()
+			before := ps.sent.Load()
+			if err := e.apply(configs[i%len(configs)]); err != nil {
+				stopStream()
+				t.Fatalf("swap %d: %v", i+1, err)
+			}
+			waitProgress(t, fmt.Sprintf("a probe during swap %d", i+1), streamDone, func() bool { return ps.sent.Load() > before })
 		}
-		if streamErr != nil {
-			t.Fatalf("probe stream: %v", streamErr)
-		}
+		// Probes after the last swap too.
+		after := ps.finished.Load()
+		waitProgress(t, "probes after the last swap", streamDone, func() bool { return ps.finished.Load() >= after+10 })
+		stopStream()
 		counters := e.clientCounters()
 		t.Logf("%d set swaps + full restores in %v; %d UDP probes from pod A: %d masqueraded, %d leaked, %d other, %d failed; "+
 			"outside host counted %d packets from the node address and %d from pod addresses",
 			swaps, time.Since(start).Round(time.Millisecond), tally.Probes, tally.Masqueraded, tally.Leaked, tally.Other, tally.Failed,
 			counters["svpip-masq"], counters["svpip-leak"])
-		if swaps < minSwaps {
-			t.Errorf("only %d swaps; want at least %d", swaps, minSwaps)
-		}
-		if tally.Probes < 100 {
-			t.Errorf("only %d probes ran during the swaps", tally.Probes)
-		}
 		if tally.Leaked != 0 || counters["svpip-leak"] != 0 {
 			t.Errorf("pod traffic leaked unmasqueraded: %d replies named the pod, %d packets from pod addresses reached the outside", tally.Leaked, counters["svpip-leak"])
 		}
@@ -511,28 +558,33 @@ func TestPodEgressMasqueradeWithIPSets(t *testing.T) {
 		}
 
 		// Control: the same measurement notices a non-atomic update. Empty
-		// the live set by hand for 300ms (as a flush-then-refill would) and
-		// the stream must see pod A's own address.
+		// the live set by hand (as a flush-then-refill would) for 50
+		// probes, and the stream must see pod A's own address.
 		e.mustApply(abc)
 		e.zeroClientCounters()
 		stop = make(chan struct{})
+		ps = &probeStream{}
+		streamDone = make(chan struct{})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			tally, streamErr = udpStream(podA.NS, outsideIP, outsidePort, 3000, 7000, interval, nodeIP, podA.IP, stop, time.Now().Add(10*time.Second))
+			defer close(streamDone)
+			tally, streamErr = udpStream(podA.NS, outsideIP, outsidePort, 3000, 7000, interval, nodeIP, podA.IP, stop, ps)
 		}()
-		time.Sleep(200 * time.Millisecond)
+		waitProgress(t, "control probes before the flush", streamDone, func() bool { return ps.finished.Load() >= 20 })
 		e.must(e.node1.NS, "ipset", "flush", ipset.PodCIDRsSet)
-		time.Sleep(300 * time.Millisecond)
+		flushed := ps.sent.Load()
+		waitProgress(t, "control probes while the set is empty", streamDone, func() bool { return ps.finished.Load() >= flushed+50 })
 		e.mustApply(abc) // refills the set
-		time.Sleep(200 * time.Millisecond)
+		refilled := ps.sent.Load()
+		waitProgress(t, "control probes after the refill", streamDone, func() bool { return ps.finished.Load() >= refilled+20 })
 		close(stop)
 		wg.Wait()
 		if streamErr != nil {
 			t.Fatalf("control probe stream: %v", streamErr)
 		}
 		counters = e.clientCounters()
-		t.Logf("control (set emptied for 300ms): %d probes: %d masqueraded, %d leaked, %d failed; outside counted %d pod-source packets",
+		t.Logf("control (set emptied for 50 probes): %d probes: %d masqueraded, %d leaked, %d failed; outside counted %d pod-source packets",
 			tally.Probes, tally.Masqueraded, tally.Leaked, tally.Failed, counters["svpip-leak"])
 		if tally.Leaked == 0 || counters["svpip-leak"] == 0 {
 			t.Errorf("control: an emptied set went unnoticed (%d leaked replies, %d pod-source packets); the leak check is blind", tally.Leaked, counters["svpip-leak"])

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"k8s.io/klog/v2"
 )
@@ -21,20 +22,28 @@ type SysctlReader interface {
 // ProcSys reads and writes sysctls through /proc/sys (per network namespace
 // for net.*). Names are dotted ("net.ipv4.ip_forward"), slashed
 // ("net/netfilter/nf_conntrack_max") or absolute paths (for /sys module
-// parameters).
-type ProcSys struct{}
+// parameters and /proc/self files).
+type ProcSys struct {
+	// Root, when set, is where "/" is: every path is taken under it (a
+	// fake /proc and /sys for tests). Empty means the real ones.
+	Root string
+}
 
 var _ SysctlReader = ProcSys{}
 
 // Path is the file behind a sysctl name.
-func (ProcSys) Path(name string) string {
+func (p ProcSys) Path(name string) string {
 	switch {
 	case filepath.IsAbs(name):
-		return name
 	case strings.Contains(name, "/"):
-		return filepath.Join("/proc/sys", name)
+		name = filepath.Join("/proc/sys", name)
+	default:
+		name = filepath.Join("/proc/sys", strings.ReplaceAll(name, ".", "/"))
 	}
-	return filepath.Join("/proc/sys", strings.ReplaceAll(name, ".", "/"))
+	if p.Root != "" {
+		return filepath.Join(p.Root, name)
+	}
+	return name
 }
 
 // Sysctl reads a setting as text, without the trailing newline.
@@ -83,6 +92,30 @@ func EnsureSysctl(logger klog.Logger, sys IntSysctls, name string, value int) er
 	logger.Info("Setting sysctl", "name", name, "value", value)
 	if err := sys.Set(name, value); err != nil {
 		return fmt.Errorf("sysctl %s=%d: %w", strings.ReplaceAll(name, "/", "."), value, err)
+	}
+	return nil
+}
+
+// OOMScoreAdjPath is where a process sets its own OOM score adjustment.
+const OOMScoreAdjPath = "/proc/self/oom_score_adj"
+
+// ApplyOOMScoreAdj writes value to /proc/self/oom_score_adj (under
+// p.Root), as kube-proxy's OOM adjuster does for --oom-score-adj: two tries
+// 100 ms apart; a missing file is not retried. The error names the file.
+// kube-proxy only logs it (at -v=2) and carries on; so does the daemon.
+func (p ProcSys) ApplyOOMScoreAdj(value int) error {
+	path := p.Path(OOMScoreAdjPath)
+	var err error
+	for try := 0; try < 2; try++ {
+		if try > 0 {
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err = os.WriteFile(path, []byte(strconv.Itoa(value)), 0o644); err == nil || errors.Is(err, os.ErrNotExist) {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("oom_score_adj %d: %w", value, err)
 	}
 	return nil
 }

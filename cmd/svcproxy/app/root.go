@@ -8,6 +8,7 @@ import (
 	"io"
 
 	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
 )
 
 // Exit codes: 1 for runtime failures, 2 for bad input (flags, manifests).
@@ -29,6 +30,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root := NewRootCommand(stdin, stdout, stderr)
 	root.SetArgs(args)
 	err := root.Execute()
+	klog.Flush() // as component-base's cli.Run: nothing buffered is lost
 	if err == nil {
 		return 0
 	}
@@ -56,7 +58,7 @@ func NewRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return badInput(err) })
-	root.AddCommand(newDumpCommand(), newExplainCommand(), newRunCommand(), newCleanupCommand())
+	root.AddCommand(newDumpCommand(), newExplainCommand(), newRunCommand(), newCleanupCommand(), newVersionCommand())
 	// Invoked as kubeadm invokes kube-proxy (flags, no subcommand), run the
 	// daemon: swapping the image is the whole migration.
 	addDaemonFlags(root)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -35,14 +36,21 @@ import (
 func addDaemonFlags(cmd *cobra.Command) {
 	o := options.NewOptions()
 	fs := cmd.Flags()
-	o.AddFlags(fs)
-	options.AddKlogFlags(fs)
+	o.AddFlags(fs) // with kube-proxy's logging flags (component-base)
+	ver := addVersionFlag(fs)
 	fs.SetNormalizeFunc(options.WordSepNormalize)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		// As kube-proxy: --version first, then Complete, logging, Validate.
+		if ver.print(cmd.OutOrStdout()) {
+			return nil
+		}
 		if len(args) > 0 {
 			return badInput(fmt.Errorf("unknown command %q (see svcproxy --help)", args[0]))
 		}
 		if err := o.Complete(cmd.Flags()); err != nil {
+			return badInput(err)
+		}
+		if err := o.ApplyLogging(); err != nil {
 			return badInput(err)
 		}
 		if err := o.Validate(); err != nil {
@@ -56,7 +64,7 @@ func addDaemonFlags(cmd *cobra.Command) {
 		if o.CleanupAndExit {
 			return runCleanup(ctx, o.Config.IPTablesBackend)
 		}
-		return runDaemon(ctx, o.Config)
+		return runDaemon(ctx, o.Config, daemonHost{sys: host.ProcSys{}, initOnly: o.InitOnly})
 	}
 }
 
@@ -120,21 +128,28 @@ func runCleanup(ctx context.Context, backend iptables.Backend) error {
 // health-check servers and canary watch; one set of informers feeds them
 // all through proxier.MultiHandlers. Healthz (keyed by family) and metrics
 // (labelled by family) are shared.
-func runDaemon(ctx context.Context, cfg options.Config) error {
+//
+// With h.initOnly (--init-only) it stops after the set-up that needs full
+// root privileges (the sysctls: setConntrack and setFamilies), as
+// kube-proxy's init-only mode does, and returns nil so that an init
+// container completes.
+func runDaemon(ctx context.Context, cfg options.Config, h daemonHost) error {
 	nodeName, err := cfg.NodeName()
 	if err != nil {
 		return badInput(err)
 	}
-	// As kube-proxy: the conntrack sysctls are set before anything else,
-	// and failing to set them is fatal (see conntrack.SetSysctls).
-	if err := conntrack.SetSysctls(ctx, host.ProcSys{}, conntrackSettings(cfg.Conntrack), runtime.NumCPU()); err != nil {
-		return fmt.Errorf("could not set conntrack parameters from the configuration: %w", err)
+	if err := h.setConntrack(ctx, cfg); err != nil {
+		return err
 	}
 	client, err := newClient(cfg)
 	if err != nil {
 		return err
 	}
-	plan, err := nodeconfig.PlanFamilies(ctx, cfg.IPTablesBackend, cfg.BindAddress, nodeName, func(ctx context.Context) (*v1.Node, error) {
+	planFamilies := nodeconfig.PlanFamilies
+	if h.planFamilies != nil {
+		planFamilies = h.planFamilies
+	}
+	plan, err := planFamilies(ctx, cfg.IPTablesBackend, cfg.BindAddress, nodeName, func(ctx context.Context) (*v1.Node, error) {
 		return client.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
 	})
 	if ctx.Err() != nil {
@@ -142,6 +157,17 @@ func runDaemon(ctx context.Context, cfg options.Config) error {
 	}
 	if err != nil {
 		return err
+	}
+	if err := h.setFamilies(cfg, nodeName, plan); err != nil {
+		return err
+	}
+	if h.initOnly {
+		klog.InfoS("System initialized and --init-only specified", "ipFamilies", plan.Families)
+		return nil
+	}
+	// As kube-proxy: a failure is logged (kube-proxy at -v=2), not fatal.
+	if err := h.sys.ApplyOOMScoreAdj(int(cfg.OOMScoreAdj)); err != nil {
+		klog.V(2).InfoS("Failed to apply OOMScore", "err", err)
 	}
 
 	health, err := healthcheck.NewProxyHealth(healthcheck.ProxyHealthConfig{BindAddress: cfg.HealthzBindAddress, HealthTimeout: 2 * cfg.SyncPeriod})
@@ -166,38 +192,54 @@ func runDaemon(ctx context.Context, cfg options.Config) error {
 	klog.InfoS("Starting svcproxy", "node", nodeName, "ipFamilies", plan.Families, "iptablesBackend", first.Backend(), "randomFully", first.HasRandomFully())
 
 	metrics.Register()
-	errs := make(chan error, 3+len(proxiers))
-	serve := func(what string, run func() error) {
-		go func() {
-			if err := run(); err != nil && !errors.Is(err, context.Canceled) {
-				klog.ErrorS(err, "Server failed", "server", what)
-				if cfg.BindAddressHardFail {
-					errs <- fmt.Errorf("%s: %w", what, err)
-				}
+	// Every goroutine of the daemon is in g, and runDaemon returns only
+	// once all have: on SIGTERM the servers shut down, the informers stop,
+	// and each Proxier's sync in flight is cancelled (an iptables-restore
+	// killed mid-way applies nothing) and waited for. A goroutine's error
+	// (a server's only with --bind-address-hard-fail) ends them all.
+	g, gctx := errgroup.WithContext(ctx)
+	serve := func(what string, run func(context.Context) error) {
+		g.Go(func() error {
+			err := run(gctx)
+			if err == nil || errors.Is(err, context.Canceled) {
+				return nil
 			}
-		}()
+			klog.ErrorS(err, "Server failed", "server", what)
+			if cfg.BindAddressHardFail {
+				return fmt.Errorf("%s: %w", what, err)
+			}
+			return nil
+		})
 	}
 	if health != nil {
-		serve("healthz", func() error { return health.Run(ctx) })
+		serve("healthz", health.Run)
 	}
 	if cfg.MetricsBindAddress != "" {
-		serve("metrics", func() error { return metrics.ServeMetrics(ctx, cfg.MetricsBindAddress, metrics.Registry()) })
+		serve("metrics", func(ctx context.Context) error {
+			return metrics.ServeMetrics(ctx, cfg.MetricsBindAddress, metrics.Registry())
+		})
 	}
-	go func() { errs <- proxier.StartInformers(ctx, client, nodeName, cfg.ConfigSyncPeriod, handlers) }()
+	g.Go(func() error { return proxier.StartInformers(gctx, client, nodeName, cfg.ConfigSyncPeriod, handlers) })
 	for _, p := range proxiers {
-		go func() { errs <- p.Run(ctx) }()
+		g.Go(func() error { return p.Run(gctx) })
 	}
-
-	select {
-	case <-ctx.Done():
-		klog.InfoS("Shutting down; rules stay in place")
-		return nil
-	case err := <-errs:
+	g.Go(func() error {
+		<-gctx.Done()
 		if ctx.Err() != nil {
-			return nil
+			klog.InfoS("Shutting down; rules stay in place")
 		}
-		return err
+		return nil
+	})
+	err = g.Wait()
+	if ctx.Err() != nil {
+		klog.InfoS("Shut down: every goroutine has returned")
+		return nil
 	}
+	if err == nil {
+		// Nothing returns before ctx ends without an error; be explicit.
+		err = errors.New("svcproxy stopped unexpectedly")
+	}
+	return err
 }
 
 // newFamilyProxier builds the Proxier of one IP family, with that family's
@@ -210,15 +252,6 @@ func runDaemon(ctx context.Context, cfg options.Config) error {
 func newFamilyProxier(cfg options.Config, nodeName string, node *v1.Node, family v1.IPFamily, ipt iptables.Interface, health *healthcheck.ProxyHealth) (*proxier.Proxier, func(), error) {
 	builder := nodeconfig.ForHost(cfg.NodeSettings(), family, nodeName, ipt.HasRandomFully())
 	initial := builder.Build(node)
-	if initial.LocalhostNodePortsPossible() {
-		// As kube-proxy: 127.0.0.1 NodePorts need the kernel to route
-		// loopback sources off the host (KUBE-FIREWALL closes that to the
-		// outside); failing to set it is fatal.
-		klog.InfoS("Setting route_localnet=1 to allow node-ports on localhost; to change this either disable iptables.localhostNodePorts (--iptables-localhost-nodeports) or set nodePortAddresses (--nodeport-addresses) to filter loopback addresses")
-		if err := host.EnsureSysctl(klog.Background(), host.ProcSys{}, "net/ipv4/conf/all/route_localnet", 1); err != nil {
-			return nil, nil, err
-		}
-	}
 	proxyHealthy := func() bool { return health == nil || health.IsHealthy() }
 	serviceHealth := healthcheck.NewServiceHealthServer(nodeconfig.HealthCheckAddrs(initial), proxyHealthy, nil)
 	sets := ipset.New()
@@ -239,6 +272,44 @@ func newFamilyProxier(cfg options.Config, nodeName string, node *v1.Node, family
 		return nil, nil, err
 	}
 	return p, serviceHealth.Close, nil
+}
+
+// daemonHost is where the daemon does its privileged set-up: the sysctls
+// under sys (the real /proc/sys unless sys.Root is set, for tests).
+type daemonHost struct {
+	sys host.ProcSys
+	// initOnly is --init-only: stop after the set-up.
+	initOnly bool
+	// planFamilies replaces nodeconfig.PlanFamilies (tests).
+	planFamilies func(ctx context.Context, backend iptables.Backend, bindAddress, nodeName string, getNode func(context.Context) (*v1.Node, error)) (*nodeconfig.Plan, error)
+}
+
+// setConntrack sets the conntrack sysctls. As kube-proxy: they are set
+// before anything else, and failing to set them is fatal (see
+// conntrack.SetSysctls).
+func (h daemonHost) setConntrack(ctx context.Context, cfg options.Config) error {
+	if err := conntrack.SetSysctls(ctx, h.sys, conntrackSettings(cfg.Conntrack), runtime.NumCPU()); err != nil {
+		return fmt.Errorf("could not set conntrack parameters from the configuration: %w", err)
+	}
+	return nil
+}
+
+// setFamilies sets what each family's rules need from the kernel: as
+// kube-proxy, 127.0.0.1 NodePorts need route_localnet=1 (the kernel then
+// routes loopback sources off the host; KUBE-FIREWALL closes that to the
+// outside), and failing to set it is fatal.
+func (h daemonHost) setFamilies(cfg options.Config, nodeName string, plan *nodeconfig.Plan) error {
+	for _, family := range plan.Families {
+		nc := nodeconfig.ForHost(cfg.NodeSettings(), family, nodeName, plan.IPTables[family].HasRandomFully()).Build(plan.Node)
+		if !nc.LocalhostNodePortsPossible() {
+			continue
+		}
+		klog.InfoS("Setting route_localnet=1 to allow node-ports on localhost; to change this either disable iptables.localhostNodePorts (--iptables-localhost-nodeports) or set nodePortAddresses (--nodeport-addresses) to filter loopback addresses")
+		if err := host.EnsureSysctl(klog.Background(), h.sys, "net/ipv4/conf/all/route_localnet", 1); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func conntrackSettings(c options.Conntrack) conntrack.Settings {

@@ -116,8 +116,9 @@ type Config struct {
 	// or the single value "primary"; empty means all local addresses.
 	NodePortAddresses []string
 
-	// OOMScoreAdj: oomScoreAdj, --oom-score-adj. Accepted and checked for
-	// range; svcproxy does not apply it.
+	// OOMScoreAdj: oomScoreAdj, --oom-score-adj. Written to
+	// /proc/self/oom_score_adj when the daemon starts, as kube-proxy does
+	// (a failure is logged, not fatal).
 	OOMScoreAdj int32
 	// Conntrack: conntrack.*, --conntrack-*.
 	Conntrack Conntrack

@@ -389,9 +389,6 @@ func fromV1Alpha1(kp *v1alpha1.KubeProxyConfiguration, path string) (Config, []s
 	for k, v := range kp.FeatureGates {
 		c.FeatureGates[k] = v
 	}
-	if f := kp.Logging.Format; f != "" && f != "text" {
-		warn("logging.format %q is accepted for kube-proxy compatibility and ignored (svcproxy logs text)", f)
-	}
 	return c, warnings, nil
 }
 
@@ -459,7 +456,17 @@ func toV1Alpha1(c *Config) *v1alpha1.KubeProxyConfiguration {
 // has flag-only settings that differ from the defaults, they are listed in a
 // leading comment, since the file cannot carry them.
 func MarshalConfig(c *Config) ([]byte, error) {
-	body, err := yaml.Marshal(toV1Alpha1(c))
+	return marshalConfig(c, nil)
+}
+
+// marshalConfig is MarshalConfig with the logging section from logging
+// (nil: the defaults).
+func marshalConfig(c *Config, logging *logsapi.LoggingConfiguration) ([]byte, error) {
+	kp := toV1Alpha1(c)
+	if logging != nil {
+		kp.Logging = *logging.DeepCopy()
+	}
+	body, err := yaml.Marshal(kp)
 	if err != nil {
 		return nil, err
 	}

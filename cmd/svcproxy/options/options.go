@@ -1,6 +1,7 @@
 package options
 
 import (
+	"errors"
 	goflag "flag"
 	"fmt"
 	"net/netip"
@@ -11,8 +12,10 @@ import (
 
 	"github.com/spf13/pflag"
 	"github.com/svcproxy/svcproxy/proxier/nodeconfig"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	logsapi "k8s.io/component-base/logs/api/v1"
+	_ "k8s.io/component-base/logs/json/register" // --logging-format=json, as kube-proxy
 	"k8s.io/klog/v2"
-	"k8s.io/kube-proxy/config/v1alpha1"
 )
 
 // Options is the command line of the svcproxy daemon: the resolved Config
@@ -26,13 +29,23 @@ type Options struct {
 	// CleanupAndExit is --cleanup: remove svcproxy's (kube-proxy's) rules
 	// and exit.
 	CleanupAndExit bool
+	// InitOnly is --init-only: do the set-up that needs full root
+	// privileges (the sysctls), then exit, as kube-proxy's init-only mode.
+	InitOnly bool
+
+	// Logging is kube-proxy's logging configuration: the file's logging
+	// section, overridden by the component-base logging flags
+	// (--logging-format, -v, --vmodule, --log-flush-frequency, ...).
+	// ApplyLogging validates and applies it.
+	Logging *logsapi.LoggingConfiguration
 
 	// Config is the resolved configuration. NewOptions sets it to
 	// Defaults(); AddFlags binds flags into it; Complete applies --config.
 	Config Config
 
 	// Warnings lists, after Complete, every setting accepted for kube-proxy
-	// compatibility but ignored. Complete also logs them.
+	// compatibility but ignored. ApplyLogging logs them (once the logging
+	// configuration is in force).
 	Warnings []string
 
 	// Flag targets that are not Config fields.
@@ -49,6 +62,7 @@ type Options struct {
 func NewOptions() *Options {
 	return &Options{
 		Config:      Defaults(),
+		Logging:     logsapi.NewLoggingConfiguration(),
 		healthzPort: DefaultHealthzPort,
 		metricsPort: DefaultMetricsPort,
 		ignored:     map[string]*ignoredValue{},
@@ -72,14 +86,6 @@ var ignoredFlags = []struct {
 	{"ipvs-tcpfin-timeout", "duration", false},
 	{"ipvs-udp-timeout", "duration", false},
 	{"profiling", "bool", true},
-	{"init-only", "bool", true},
-	{"oom-score-adj", "int32", false},
-	{"logging-format", "string", false},
-	{"log-flush-frequency", "duration", false},
-	{"log-text-split-stream", "bool", true},
-	{"log-text-info-buffer-size", "quantity", false},
-	{"log-json-split-stream", "bool", true},
-	{"log-json-info-buffer-size", "quantity", false},
 }
 
 // AddFlags registers kube-proxy's flags (same names, same defaults) and
@@ -87,7 +93,8 @@ var ignoredFlags = []struct {
 // names as '-', as kube-proxy's command does. Flags kube-proxy has but
 // svcproxy does not implement are accepted, hidden from help, and reported
 // by Complete. Flags neither knows make pflag fail, naming the flag.
-// Logging flags (-v, --vmodule) are added by AddKlogFlags.
+// The logging flags are component-base's, as kube-proxy's (logsapi.AddFlags):
+// they set o.Logging, which ApplyLogging applies.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	c := &o.Config
 	fs.SetNormalizeFunc(WordSepNormalize)
@@ -96,6 +103,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ConfigFile, "config", o.ConfigFile, "The path to the configuration file (a kubeproxy.config.k8s.io/v1alpha1 KubeProxyConfiguration). When set, other flags that have a field in the file are ignored, except --hostname-override, as with kube-proxy.")
 	fs.StringVar(&o.WriteConfigFile, "write-config-to", o.WriteConfigFile, "If set, write the configuration values to this file and exit.")
 	fs.BoolVar(&o.CleanupAndExit, "cleanup", o.CleanupAndExit, "If true cleanup iptables rules and exit.")
+	fs.BoolVar(&o.InitOnly, "init-only", o.InitOnly, "If true, perform any initialization steps that must be done with full root privileges, and then exit. After doing this, you can run svcproxy again with only the CAP_NET_ADMIN capability.")
 	fs.StringVar(&c.Master, "master", c.Master, "The address of the Kubernetes API server (overrides any value in kubeconfig)")
 	fs.StringVar(&o.hostnameOverride, "hostname-override", o.hostnameOverride, "If non-empty, will be used as the name of the Node that svcproxy is running on. If unset, the node name is assumed to be the same as the node's hostname. Overrides the config file.")
 
@@ -187,22 +195,18 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		}
 		_ = fs.MarkHidden(f.name)
 	}
-	// oom-score-adj is also a file field; keep its value for Config.
-	o.ignored["oom-score-adj"].onSet = func(s string) error {
-		n, err := strconv.ParseInt(s, 10, 32)
-		if err != nil {
-			return err
-		}
-		c.OOMScoreAdj = int32(n)
-		return nil
-	}
+
+	fs.Int32Var(&c.OOMScoreAdj, "oom-score-adj", c.OOMScoreAdj, "The oom-score-adj value for the svcproxy process. Values must be within the range [-1000, 1000]. This parameter is ignored if a config file is specified by --config.")
 	file("oom-score-adj")
+
+	// kube-proxy's logging flags. With --config they override the file's
+	// logging section (see Complete), as in kube-proxy.
+	logsapi.AddFlags(o.Logging, fs)
 }
 
-// AddKlogFlags registers the logging flags kube-proxy implements through
-// klog: -v/--v (log verbosity) and --vmodule. kube-proxy's other logging
-// flags (--logging-format, --log-flush-frequency, --log-*-split-stream,
-// --log-*-info-buffer-size) are registered by AddFlags as ignored. Flags
+// AddKlogFlags registers klog's -v/--v (log verbosity) and --vmodule
+// directly on klog, for commands without AddFlags (which registers them,
+// with kube-proxy's other logging flags, through component-base). Flags
 // already on fs are left alone.
 func AddKlogFlags(fs *pflag.FlagSet) {
 	gfs := goflag.NewFlagSet("klog", goflag.ContinueOnError)
@@ -222,8 +226,9 @@ func AddKlogFlags(fs *pflag.FlagSet) {
 // configuration built from flags. Flags that have a field in the file are
 // then ignored even when set explicitly (svcproxy warns about each; kube-proxy
 // is silent). Still applied on top of the file: --hostname-override (which
-// kube-proxy lets override the file), -v/--vmodule (command line wins over
-// logging.verbosity), and settings the file cannot express (--master,
+// kube-proxy lets override the file), the logging flags (each one given
+// wins over the file's logging section; --vmodule entries go before the
+// file's), and settings the file cannot express (--master, --init-only,
 // --cleanup, --write-config-to and svcproxy's --iptables-backend,
 // --masquerade-pod-egress, --no-masquerade-cidrs). Within the file, empty,
 // zero and null values take the defaults.
@@ -279,9 +284,14 @@ func (o *Options) Complete(fs *pflag.FlagSet) error {
 		}
 		o.Config = cfg
 
-		if err := applyFileLogging(fs, uint32(kp.Logging.Verbosity), vmoduleString(kp)); err != nil {
+		// As kube-proxy: the file's logging section, with the logging
+		// flags given on the command line on top.
+		logging := kp.Logging.DeepCopy()
+		logsapi.SetRecommendedLoggingConfiguration(logging)
+		if err := copyLogsFromFlags(fs, logging); err != nil {
 			return fmt.Errorf("%s: logging: %w", o.ConfigFile, err)
 		}
+		*o.Logging = *logging
 	} else {
 		o.Config.HealthzBindAddress = addressFromPortFlag(o.Config.HealthzBindAddress, o.healthzPort)
 		o.Config.MetricsBindAddress = addressFromPortFlag(o.Config.MetricsBindAddress, o.metricsPort)
@@ -312,10 +322,73 @@ func (o *Options) Complete(fs *pflag.FlagSet) error {
 	}
 
 	o.Warnings = warnings
-	for _, w := range warnings {
+	return nil
+}
+
+// ApplyLogging validates o.Logging and applies it to the process's logging
+// (klog), as kube-proxy does right after Complete, then logs the warnings
+// Complete found. Errors name the file field and the flag.
+func (o *Options) ApplyLogging() error {
+	if errs := logsapi.Validate(o.Logging, nil, field.NewPath("logging")); len(errs) > 0 {
+		var msgs []error
+		for _, e := range errs {
+			if fl, ok := loggingFlagOf[e.Field]; ok {
+				msgs = append(msgs, fmt.Errorf("%s (%s): %s", e.Field, fl, e.ErrorBody()))
+			} else {
+				msgs = append(msgs, e)
+			}
+		}
+		return errors.Join(msgs...)
+	}
+	if err := logsapi.ValidateAndApply(o.Logging, nil); err != nil {
+		return fmt.Errorf("logging: %w", err)
+	}
+	for _, w := range o.Warnings {
 		klog.Warning(w)
 	}
 	return nil
+}
+
+// loggingFlagOf names the flag of each logging field.
+var loggingFlagOf = map[string]string{
+	"logging.format":                      "--logging-format",
+	"logging.flushFrequency":              "--log-flush-frequency",
+	"logging.verbosity":                   "-v",
+	"logging.vmodule":                     "--vmodule",
+	"logging.options.text.splitStream":    "--log-text-split-stream",
+	"logging.options.text.infoBufferSize": "--log-text-info-buffer-size",
+	"logging.options.json.splitStream":    "--log-json-split-stream",
+	"logging.options.json.infoBufferSize": "--log-json-info-buffer-size",
+}
+
+// copyLogsFromFlags is kube-proxy's (cmd/kube-proxy/app/options.go): the
+// logging flags set on the command line override the file's values;
+// --vmodule entries come before the file's.
+func copyLogsFromFlags(from *pflag.FlagSet, to *logsapi.LoggingConfiguration) error {
+	var cloneFS pflag.FlagSet
+	logsapi.AddFlags(to, &cloneFS)
+	vmodule := to.VModule
+	to.VModule = nil
+	var err error
+	cloneFS.VisitAll(func(f *pflag.Flag) {
+		if err != nil {
+			return
+		}
+		fsFlag := from.Lookup(f.Name)
+		if fsFlag == nil {
+			err = fmt.Errorf("logging flag %s not found in flag set", f.Name)
+			return
+		}
+		if !fsFlag.Changed {
+			return
+		}
+		if setErr := f.Value.Set(fsFlag.Value.String()); setErr != nil {
+			err = fmt.Errorf("copying flag %s value: %w", f.Name, setErr)
+			return
+		}
+	})
+	to.VModule = append(to.VModule, vmodule...)
+	return err
 }
 
 // Validate checks the resolved configuration; see Config.Validate.
@@ -324,11 +397,12 @@ func (o *Options) Validate() error {
 }
 
 // WriteConfigTo writes o.Config to path as a KubeProxyConfiguration YAML file
-// (what --write-config-to asks for), creating or truncating it. Flag-only
-// settings that differ from their defaults are listed in a comment at the
-// top. It returns an error if the file cannot be written.
+// (what --write-config-to asks for), with o.Logging as its logging section,
+// creating or truncating it. Flag-only settings that differ from their
+// defaults are listed in a comment at the top. It returns an error if the
+// file cannot be written.
 func (o *Options) WriteConfigTo(path string) error {
-	data, err := MarshalConfig(&o.Config)
+	data, err := marshalConfig(&o.Config, o.Logging)
 	if err != nil {
 		return fmt.Errorf("encoding configuration: %w", err)
 	}
@@ -336,23 +410,6 @@ func (o *Options) WriteConfigTo(path string) error {
 		return fmt.Errorf("writing configuration: %w", err)
 	}
 	klog.InfoS("Wrote configuration", "file", path)
-	return nil
-}
-
-// applyFileLogging applies the file's logging.verbosity and logging.vmodule
-// through the -v and --vmodule flags, unless they were set on the command
-// line or are not registered (AddKlogFlags not used).
-func applyFileLogging(fs *pflag.FlagSet, verbosity uint32, vmodule string) error {
-	if f := fs.Lookup("v"); f != nil && !f.Changed && verbosity != 0 {
-		if err := f.Value.Set(strconv.FormatUint(uint64(verbosity), 10)); err != nil {
-			return err
-		}
-	}
-	if f := fs.Lookup("vmodule"); f != nil && !f.Changed && vmodule != "" {
-		if err := f.Value.Set(vmodule); err != nil {
-			return err
-		}
-	}
 	return nil
 }
 
@@ -449,13 +506,4 @@ func (v *ignoredValue) Set(s string) error {
 	}
 	v.val = s
 	return nil
-}
-
-// vmoduleString renders the file's logging.vmodule as a --vmodule value.
-func vmoduleString(kp *v1alpha1.KubeProxyConfiguration) string {
-	var items []string
-	for _, m := range kp.Logging.VModule {
-		items = append(items, fmt.Sprintf("%s=%d", m.FilePattern, m.Verbosity))
-	}
-	return strings.Join(items, ",")
 }

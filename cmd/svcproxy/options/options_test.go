@@ -1,6 +1,7 @@
 package options
 
 import (
+	logsapi "k8s.io/component-base/logs/api/v1"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -93,16 +94,15 @@ func writeFile(t *testing.T, content string) string {
 	return p
 }
 
-// parse runs the command-line path: AddFlags, Parse, Complete. A fake -v
-// flag stands in for klog's so that tests do not change global log state.
+// parse runs the command-line path: AddFlags, Parse, Complete. The logging
+// flags only fill o.Logging (ApplyLogging, not called here, applies it), so
+// tests do not change global log state.
 func parse(t *testing.T, args ...string) (*Options, *pflag.FlagSet, error) {
 	t.Helper()
 	o := NewOptions()
 	fs := pflag.NewFlagSet("svcproxy", pflag.ContinueOnError)
 	fs.SetOutput(&strings.Builder{})
 	o.AddFlags(fs)
-	fs.StringP("v", "v", "0", "fake verbosity")
-	fs.String("vmodule", "", "fake vmodule")
 	if err := fs.Parse(args); err != nil {
 		return o, fs, err
 	}
@@ -323,21 +323,34 @@ logging: {verbosity: 5, vmodule: [{filePattern: "proxier*", verbosity: 6}]}
 		{
 			name: "file verbosity applies when -v is not given",
 			args: []string{"--config=" + p},
-			check: func(t *testing.T, _ *Options, fs *pflag.FlagSet) {
-				if v := fs.Lookup("v").Value.String(); v != "5" {
-					t.Errorf("-v = %s, want 5 from the file", v)
+			check: func(t *testing.T, o *Options, _ *pflag.FlagSet) {
+				if v := o.Logging.Verbosity; v != 5 {
+					t.Errorf("verbosity = %d, want 5 from the file", v)
 				}
-				if v := fs.Lookup("vmodule").Value.String(); v != "proxier*=6" {
-					t.Errorf("--vmodule = %s", v)
+				if v := logsapi.VModuleConfigurationPflag(&o.Logging.VModule).String(); v != "proxier*=6" {
+					t.Errorf("vmodule = %s", v)
 				}
 			},
 		},
 		{
 			name: "-v beats the file",
 			args: []string{"--config=" + p, "-v=2"},
-			check: func(t *testing.T, _ *Options, fs *pflag.FlagSet) {
-				if v := fs.Lookup("v").Value.String(); v != "2" {
-					t.Errorf("-v = %s, want 2 from the command line", v)
+			check: func(t *testing.T, o *Options, _ *pflag.FlagSet) {
+				if v := o.Logging.Verbosity; v != 2 {
+					t.Errorf("verbosity = %d, want 2 from the command line", v)
+				}
+			},
+		},
+		{
+			name: "logging flags beat the file, --vmodule entries first",
+			args: []string{"--config=" + p, "--logging-format=json", "--log-flush-frequency=7s", "--vmodule=sync*=3"},
+			check: func(t *testing.T, o *Options, _ *pflag.FlagSet) {
+				l := o.Logging
+				if l.Format != "json" || l.FlushFrequency.Duration.Duration != 7*time.Second || l.Verbosity != 5 {
+					t.Errorf("logging = %+v, want json, 7s and the file's verbosity 5", l)
+				}
+				if v := logsapi.VModuleConfigurationPflag(&l.VModule).String(); v != "sync*=3,proxier*=6" {
+					t.Errorf("vmodule = %s", v)
 				}
 			},
 		},
@@ -542,8 +555,7 @@ func TestFlagErrors(t *testing.T) {
 func TestIgnoredFlags(t *testing.T) {
 	o, _ := mustParse(t,
 		"--ipvs-scheduler=rr", "--ipvs-strict-arp", "--ipvs-sync-period=5s", "--ipvs-exclude-cidrs=10.0.0.0/8",
-		"--profiling", "--init-only=false", "--logging-format=json", "--log-flush-frequency=10s",
-		"--oom-score-adj=-500", "--feature-gates=Foo=true,Bar=false",
+		"--profiling", "--feature-gates=Foo=true,Bar=false",
 	)
 	want := []string{
 		"flag --ipvs-sync-period is accepted for kube-proxy compatibility and ignored",
@@ -551,20 +563,66 @@ func TestIgnoredFlags(t *testing.T) {
 		"flag --ipvs-exclude-cidrs is accepted for kube-proxy compatibility and ignored",
 		"flag --ipvs-strict-arp is accepted for kube-proxy compatibility and ignored",
 		"flag --profiling is accepted for kube-proxy compatibility and ignored",
-		"flag --init-only is accepted for kube-proxy compatibility and ignored",
-		"flag --oom-score-adj is accepted for kube-proxy compatibility and ignored",
-		"flag --logging-format is accepted for kube-proxy compatibility and ignored",
-		"flag --log-flush-frequency is accepted for kube-proxy compatibility and ignored",
 		"feature gates are accepted for kube-proxy compatibility and ignored: Bar=false,Foo=true",
 	}
 	if !reflect.DeepEqual(o.Warnings, want) {
 		t.Errorf("warnings:\n got %q\nwant %q", o.Warnings, want)
 	}
-	if o.Config.OOMScoreAdj != -500 {
-		t.Errorf("OOMScoreAdj = %d, want the flag's -500 kept", o.Config.OOMScoreAdj)
+}
+
+// --init-only, --oom-score-adj and the logging flags are implemented, not
+// ignored: they set Options and Config, with no warning.
+func TestProcessFlags(t *testing.T) {
+	o, _ := mustParse(t, "--init-only", "--oom-score-adj=-500", "--logging-format=json", "--log-flush-frequency=10s", "-v=3", "--vmodule=proxier*=5")
+	if len(o.Warnings) != 0 {
+		t.Errorf("warnings: %q", o.Warnings)
 	}
-	if _, _, err := parse(t, "--oom-score-adj=lots"); err == nil {
-		t.Errorf("--oom-score-adj=lots accepted")
+	if !o.InitOnly || o.Config.OOMScoreAdj != -500 {
+		t.Errorf("InitOnly %v, OOMScoreAdj %d; want true, -500", o.InitOnly, o.Config.OOMScoreAdj)
+	}
+	l := o.Logging
+	if l.Format != "json" || l.FlushFrequency.Duration.Duration != 10*time.Second || l.Verbosity != 3 ||
+		logsapi.VModuleConfigurationPflag(&l.VModule).String() != "proxier*=5" {
+		t.Errorf("logging = %+v", l)
+	}
+	d, _ := mustParse(t)
+	if d.InitOnly || d.Config.OOMScoreAdj != -999 || d.Logging.Format != "text" || d.Logging.FlushFrequency.Duration.Duration != 5*time.Second {
+		t.Errorf("defaults: InitOnly %v, OOMScoreAdj %d, logging %+v; want false, -999 (kube-proxy's), text every 5s", d.InitOnly, d.Config.OOMScoreAdj, d.Logging)
+	}
+	if _, _, err := parse(t, "--oom-score-adj=lots"); err == nil || !strings.Contains(err.Error(), "oom-score-adj") {
+		t.Errorf("--oom-score-adj=lots: %v, want an error naming the flag", err)
+	}
+	if o, _, err := parse(t, "--oom-score-adj=1001"); err != nil || o.Validate() == nil ||
+		!strings.Contains(o.Validate().Error(), "oomScoreAdj (--oom-score-adj): 1001 is out of range") {
+		t.Errorf("--oom-score-adj=1001: want Validate to name the field and flag")
+	}
+}
+
+// --write-config-to writes the logging settings too; --config reads them
+// back.
+func TestLoggingRoundTrip(t *testing.T) {
+	o, _ := mustParse(t, "--logging-format=json", "-v=3", "--log-flush-frequency=2s")
+	p := filepath.Join(t.TempDir(), "config.yaml")
+	if err := o.WriteConfigTo(p); err != nil {
+		t.Fatal(err)
+	}
+	back, _ := mustParse(t, "--config="+p)
+	if l := back.Logging; l.Format != "json" || l.Verbosity != 3 || l.FlushFrequency.Duration.Duration != 2*time.Second {
+		data, _ := os.ReadFile(p)
+		t.Errorf("logging read back %+v; file:\n%s", l, data)
+	}
+}
+
+// A bad logging setting is refused by ApplyLogging (before anything is
+// applied), naming the file field and the flag.
+func TestApplyLoggingErrorsNameTheFlag(t *testing.T) {
+	o, _, err := parse(t, "--logging-format=xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = o.ApplyLogging()
+	if err == nil || !strings.Contains(err.Error(), "logging.format (--logging-format)") || !strings.Contains(err.Error(), `"xml"`) {
+		t.Errorf("ApplyLogging = %v, want an error naming logging.format and --logging-format", err)
 	}
 }
 
