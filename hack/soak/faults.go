@@ -26,7 +26,8 @@ import (
 const windowDefinition = `fault window = [S, E + probe timeout + 1 s] on the faulted node (API server: every node), where
   S = injector starts the fault, R = injector has undone it, E = end (daemon log time) of the first successful
   sync after R (full for flush/ipsets/kill) after which the node's nat table shows every probed Service as the
-  API had it at or after R, with the KUBE-SERVICES jumps in place. A probe is inside when [start,end] overlaps.`
+  API had it at or after R (API server: and a write made after R), with the KUBE-SERVICES jumps in place.
+  A probe is inside when its [start,end] overlaps the window.`
 
 type fault struct {
 	kind    string
@@ -49,6 +50,10 @@ type nodeConv struct {
 	why       string
 }
 
+// windowGrace is how long a fault's window lasts after E: one probe
+// timeout (a probe begun just before E may still be waiting) and 1 s.
+var windowGrace = 6 * time.Second
+
 type faultLog struct {
 	mu     sync.Mutex
 	faults []*fault
@@ -64,7 +69,7 @@ func (l *faultLog) add(f *fault) {
 func (l *faultLog) covers(nd *node, a, b time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	grace := 3 * time.Second
+	grace := windowGrace
 	for _, f := range l.faults {
 		if f.node != nil && f.node != nd {
 			continue
@@ -178,9 +183,15 @@ func (s *soak) inject(ctx context.Context, f *fault) {
 			err = os.Remove(f.node.flagFile)
 		}
 	case "ipsets":
-		// The sets are in use by rules: flush them away first.
-		err = s.nsExec(ctx, f.node.n.NS, "sh", "-c",
-			"iptables -t nat -F && iptables -t filter -F && for s in $(ipset list -n | grep ^SVCPROXY-); do ipset destroy $s || exit 1; done; ipset list -n")
+		// The sets are in use by rules: flush them away first. nf_tables
+		// drops a flushed rule's reference to a set a moment after the
+		// commit, so a destroy is tried again (at most 20 times, 0.1 s
+		// apart); the daemon's repair may take the set back first, which
+		// the fault's note then says.
+		err = s.nsExec(ctx, f.node.n.NS, "sh", "-c", `iptables -t nat -F && iptables -t filter -F || exit 1
+for s in $(ipset list -n | grep ^SVCPROXY-); do
+	i=0; until ipset destroy "$s" 2>/dev/null; do i=$((i+1)); [ $i -ge 20 ] && { echo "set $s still in use"; exit 1; }; sleep 0.1; done
+done`)
 	case "pause":
 		pause := 2*s.cfg.SyncPeriod + 3*time.Second
 		if err = f.node.signal(syscall.SIGSTOP); err == nil {
@@ -281,7 +292,7 @@ func (s *soak) convergedAt(nd *node, f *fault, needFull bool, c *nodeConv) bool 
 		if i+1 < len(syncs) {
 			next = syncs[i+1].t
 		}
-		if conv == nil && s.showsAfterSync(nd, ev, next, f.R) {
+		if conv == nil && s.showsAfterSync(nd, ev, next, f.R, f.kind == "apiserver") {
 			conv = &syncs[i]
 		}
 	}
@@ -301,19 +312,23 @@ func (s *soak) convergedAt(nd *node, f *fault, needFull bool, c *nodeConv) bool 
 // showsAfterSync reports whether a read of nd's nat table taken after the
 // sync ev (and before the next one ends) shows the KUBE-SERVICES jumps and every probed Service as the API
 // had it at or after r.
-func (s *soak) showsAfterSync(nd *node, ev logEvent, next, r time.Time) bool {
+func (s *soak) showsAfterSync(nd *node, ev logEvent, next, r time.Time, needWrite bool) bool {
 	for _, sn := range nd.snapsBetween(ev.t, next) {
 		if sn.t.Before(ev.t) || sn.t.After(next) || !sn.jumps {
 			continue
 		}
-		all := true
+		all, fresh := true, false
 		for _, p := range s.probeSvcs {
 			if !p.showsAfter(sn, r) {
 				all = false
 				break
 			}
+			fresh = fresh || p.showsWrittenAfter(sn, r)
 		}
-		if all {
+		// After an API server restart the rules were right all along:
+		// the node must show a write made after the restart, proof that
+		// its informers are back.
+		if all && (!needWrite || fresh) {
 			return true
 		}
 	}

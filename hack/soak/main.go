@@ -79,7 +79,10 @@ func main() {
 		}
 	}
 	cfg.PodsPerNode = 3
-	cfg.ProbeTimeout = 2 * time.Second
+	// Generous: a SYN is sent at 0, 1 and 3 s; a slow answer on a loaded
+	// machine is not a wrong one.
+	cfg.ProbeTimeout = 5 * time.Second
+	windowGrace = cfg.ProbeTimeout + time.Second
 	cfg.Converge = 2 * time.Minute
 	cfg.Slack = 3 * time.Second
 	if cfg.Nodes < 2 || cfg.Nodes > 3 {

@@ -155,7 +155,9 @@ type programmed struct {
 
 // snapshot is one read of a node's nat table.
 type snapshot struct {
-	t      time.Time
+	// t is when the read began, end when it returned: the rules it shows
+	// were in place at some moment between the two.
+	t, end time.Time
 	err    bool
 	jumps  bool // nat PREROUTING and OUTPUT jump to KUBE-SERVICES
 	states map[string]programmed
@@ -178,19 +180,33 @@ func comment(line string) string {
 }
 
 // parseNAT reads the probed Services' state from iptables-save -t nat.
-// DNAT rules in chains no rule jumps to (stale chains waiting to be
-// deleted) reach nothing and are not counted; orphans says how many there
-// were.
+// DNAT rules in chains no built-in chain reaches (stale chains waiting to
+// be deleted) are not counted; orphans says how many there were.
 func (s *soak) parseNAT(save string) (jumps bool, states map[string]programmed, orphans int) {
 	eps := map[string]map[string]bool{} // "ns/name:port" -> pods
 	localExt := map[string]bool{}       // "ns/name:port" with Local external policy
 	var pre, out bool
 	lines := strings.Split(save, "\n")
-	referenced := map[string]bool{}
+	// Chains reachable from the built-in ones: a stale chain keeps its
+	// rules (and its jumps) until it is deleted, but nothing reaches it.
+	edges := map[string][]string{}
 	for _, line := range lines {
 		if strings.HasPrefix(line, "-A ") {
+			from, _, _ := strings.Cut(line[3:], " ")
 			for _, m := range jumpRE.FindAllStringSubmatch(line, -1) {
-				referenced[m[1]] = true
+				edges[from] = append(edges[from], m[1])
+			}
+		}
+	}
+	referenced := map[string]bool{}
+	queue := []string{"PREROUTING", "OUTPUT", "INPUT", "POSTROUTING"}
+	for len(queue) > 0 {
+		c := queue[0]
+		queue = queue[1:]
+		for _, to := range edges[c] {
+			if !referenced[to] {
+				referenced[to] = true
+				queue = append(queue, to)
 			}
 		}
 	}
@@ -260,15 +276,13 @@ func setList(m map[string]bool) []string {
 func (nd *node) pollRules(ctx context.Context) {
 	t := time.Now()
 	save, err := lab.SaveStdout(ctx, nd.n.NS, "iptables-nft-save", "nat")
-	snap := snapshot{t: t, err: err != nil}
+	snap := snapshot{t: t, end: time.Now(), err: err != nil}
 	if err == nil {
 		var orphans int
 		snap.jumps, snap.states, orphans = nd.s.parseNAT(save)
 		nd.mu.Lock()
 		nd.maxOrphanDNAT = max(nd.maxOrphanDNAT, orphans)
 		nd.mu.Unlock()
-		// Taken at some moment between t and now: stamp it at the middle.
-		snap.t = t.Add(time.Since(t) / 2)
 	}
 	nd.mu.Lock()
 	nd.snaps = append(nd.snaps, snap)
@@ -293,7 +307,7 @@ func (p *probeSvc) shownUntil(sn snapshot) (time.Time, bool) {
 	var best time.Time
 	found := false
 	for _, v := range p.versions {
-		if v.From.After(sn.t) || !p.matches(sn.states[p.name], v) {
+		if v.From.After(sn.end) || !p.matches(sn.states[p.name], v) {
 			continue
 		}
 		found = true
@@ -314,10 +328,23 @@ func (p *probeSvc) showsAfter(sn snapshot, t time.Time) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, v := range p.versions {
-		if v.From.After(sn.t) || !p.matches(sn.states[p.name], v) {
+		if v.From.After(sn.end) || !p.matches(sn.states[p.name], v) {
 			continue
 		}
 		if v.Until.IsZero() || !v.Until.Before(t) {
+			return true
+		}
+	}
+	return false
+}
+
+// showsWrittenAfter reports whether the snapshot shows a version of p
+// whose write began after t.
+func (p *probeSvc) showsWrittenAfter(sn snapshot, t time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, v := range p.versions {
+		if v.From.After(t) && !v.From.After(sn.end) && p.matches(sn.states[p.name], v) {
 			return true
 		}
 	}
@@ -351,7 +378,7 @@ func (nd *node) bracket(a, b time.Time) []snapshot {
 			continue
 		}
 		switch {
-		case sn.t.Before(a):
+		case sn.end.Before(a):
 			before = sn
 		case !sn.t.After(b):
 			out = append(out, *sn)
