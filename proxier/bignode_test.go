@@ -164,3 +164,47 @@ func countPrefix(ipt *iptables.Fake, prefix string) int {
 	}
 	return n
 }
+
+// failDeletes fails the first stale-chain deletion (a restore with -X
+// lines), as an iptables-restore can fail at any time.
+type failDeletes struct {
+	*iptables.Fake
+	failed bool
+}
+
+func (f *failDeletes) Restore(ctx context.Context, data []byte, opts iptables.RestoreOptions) error {
+	if !f.failed && strings.Contains(string(data), "\n-X ") {
+		f.failed = true
+		return errors.New("injected failure")
+	}
+	return f.Fake.Restore(ctx, data, opts)
+}
+
+// A stale-chain batch whose deletion failed is tried again at the next
+// sync. Dropped, its chains kept their rules, and their jumps made the
+// deletion of the chains they reach fail in later batches (found by the
+// soak: one failed restore leaked service chains until the hourly full
+// sync).
+func TestStaleChainsRetriedAfterFailedDeletion(t *testing.T) {
+	fake := iptables.NewFake(iptables.IPv4)
+	ipt := &failDeletes{Fake: fake}
+	p, _ := newTestProxier(t, func(c *Config) { c.IPTables = ipt })
+	ctx := context.Background()
+	leftover := "*nat\n:KUBE-SVC-OLDSERVICE00000 - [0:0]\n:KUBE-SEP-OLD0000000000000 - [0:0]\n" +
+		"-A KUBE-SVC-OLDSERVICE00000 -j KUBE-SEP-OLD0000000000000\nCOMMIT\n"
+	if err := fake.Restore(ctx, []byte(leftover), iptables.RestoreOptions{NoFlush: true}); err != nil {
+		t.Fatal(err)
+	}
+	listed(p, []*v1.Service{webService}, []*discovery.EndpointSlice{webSlice})
+	mustSync(t, p)
+	if !ipt.failed {
+		t.Fatal("the first sync did not try to delete the stale chains")
+	}
+	if got := countPrefix(fake, "KUBE-SEP-OLD") + countPrefix(fake, "KUBE-SVC-OLD"); got != 2 {
+		t.Fatalf("after the failed deletion %d old chains remain, want 2", got)
+	}
+	mustSync(t, p)
+	if got := countPrefix(fake, "KUBE-SEP-OLD") + countPrefix(fake, "KUBE-SVC-OLD"); got != 0 || p.prog.stale.count() != 0 {
+		t.Errorf("after the next sync %d old chains remain (%d pending), want them deleted", got, p.prog.stale.count())
+	}
+}

@@ -38,9 +38,9 @@ const proxyLabelSelector = "!" + model.LabelServiceProxyName + ",!service.kubern
 
 // StartInformers starts Service, EndpointSlice and (this node's) Node
 // informers feeding h, and calls the *Synced handlers once each initial
-// list is in. It returns when ctx ends, once every goroutine it started
-// has returned. resync is the informers' resync period (kube-proxy's
-// --config-sync-period; 0 disables).
+// list is in and has been handed to h. It returns when ctx ends, once
+// every goroutine it started has returned. resync is the informers' resync
+// period (kube-proxy's --config-sync-period; 0 disables).
 func StartInformers(ctx context.Context, client kubernetes.Interface, nodeName string, resync time.Duration, h Handlers) error {
 	factory := informers.NewSharedInformerFactoryWithOptions(client, resync,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = proxyLabelSelector }))
@@ -53,18 +53,25 @@ func StartInformers(ctx context.Context, client kubernetes.Interface, nodeName s
 	sliceInformer := factory.Discovery().V1().EndpointSlices().Informer()
 	nodeInformer := nodeFactory.Core().V1().Nodes().Informer()
 
-	if _, err := svcInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	// The registrations, not the informers, say when the initial lists are
+	// in: an informer has synced once its store holds the list, but its
+	// handlers may still be working through the initial adds. Programming
+	// then would write a partial cluster (Services without their
+	// endpoints: REJECT; or no rules at all for what is not yet delivered).
+	svcReg, err := svcInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { withType(o, h.OnServiceAdd) },
 		UpdateFunc: func(old, cur any) { withTypes(old, cur, h.OnServiceUpdate) },
 		DeleteFunc: func(o any) { withType(unwrapTombstone(o), h.OnServiceDelete) },
-	}); err != nil {
+	})
+	if err != nil {
 		return err
 	}
-	if _, err := sliceInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	sliceReg, err := sliceInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { withType(o, h.OnEndpointSliceAdd) },
 		UpdateFunc: func(old, cur any) { withTypes(old, cur, h.OnEndpointSliceUpdate) },
 		DeleteFunc: func(o any) { withType(unwrapTombstone(o), h.OnEndpointSliceDelete) },
-	}); err != nil {
+	})
+	if err != nil {
 		return err
 	}
 	if _, err := nodeInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -81,12 +88,12 @@ func StartInformers(ctx context.Context, client kubernetes.Interface, nodeName s
 	// after both are in, so a half-known cluster is never programmed.
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		if cache.WaitForNamedCacheSync("services", ctx.Done(), svcInformer.HasSynced) {
+		if cache.WaitForNamedCacheSync("services", ctx.Done(), svcReg.HasSynced) {
 			h.OnServicesSynced()
 		}
 	})
 	wg.Go(func() {
-		if cache.WaitForNamedCacheSync("endpoint slices", ctx.Done(), sliceInformer.HasSynced) {
+		if cache.WaitForNamedCacheSync("endpoint slices", ctx.Done(), sliceReg.HasSynced) {
 			h.OnEndpointSlicesSynced()
 		}
 	})

@@ -2,7 +2,6 @@ package proxier
 
 import (
 	"context"
-	"errors"
 	"sync/atomic"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -28,6 +27,8 @@ type Programmer struct {
 
 	last  *rules.Index
 	stale staleChains
+	// staleFailures counts failed stale-chain deletions in a row.
+	staleFailures int
 	// canariesMade is read by the Proxier's canary watcher.
 	canariesMade atomic.Bool
 }
@@ -59,13 +60,9 @@ type ProgramRequest struct {
 func (g *Programmer) Program(ctx context.Context, req ProgramRequest) (*rules.Rendered, error) {
 	rendered, err := Apply(ctx, g.ipt, ApplyRequest{Snapshot: req.Snapshot, Config: req.Config, Full: req.Full, Changed: req.Changed, Previous: g.last, Clock: g.clock})
 	if err != nil {
+		// The caller logs it (the error names the restore's offending
+		// line and the lines around it).
 		g.last = nil
-		var re *iptables.RestoreError
-		if errors.As(err, &re) {
-			g.log.Error(err, "Failed to execute iptables-restore", "full", req.Full, "line", re.Line, "rules", re.Lines)
-		} else {
-			g.log.Error(err, "Failed to sync proxy rules", "full", req.Full)
-		}
 		return rendered, err
 	}
 	g.last = rendered.Index
@@ -104,7 +101,11 @@ func (g *Programmer) findStaleChains(ctx context.Context) {
 
 // DeleteStale deletes up to StaleBatch stale chains and reports how many it
 // deleted and how many are left. A failure is logged and counted, and the
-// batch is dropped (the next full sync finds whatever is left).
+// batch goes back to be tried again at the next sync: a chain of a batch
+// left behind keeps its rules, whose jumps would make the deletion of the
+// chains they reach fail too (nft: "Device or resource busy"), batch after
+// batch. After staleRetries failures in a row the batch is dropped (the
+// next full sync lists whatever is left).
 func (g *Programmer) DeleteStale(ctx context.Context) (deleted, left int) {
 	if g.stale.count() == 0 || g.last == nil {
 		return 0, g.stale.count()
@@ -114,16 +115,32 @@ func (g *Programmer) DeleteStale(ctx context.Context) (deleted, left int) {
 		deleted += len(chains)
 	}
 	if err := deleteChains(ctx, g.ipt, batch); err != nil {
-		g.log.Error(err, "Failed to delete stale chains")
+		g.staleFailures++
+		retry := g.staleFailures <= staleRetries
+		g.log.Error(err, "Failed to delete stale chains", "chains", deleted, "retryNextSync", retry)
 		metrics.StaleChainDeletionFailuresTotal.WithLabelValues(g.family).Inc()
+		if retry {
+			back := map[string][]string{}
+			for table, chains := range batch {
+				back[string(table)] = chains
+			}
+			g.stale.add(back)
+		} else {
+			g.staleFailures = 0
+		}
 		deleted = 0
 	} else {
+		g.staleFailures = 0
 		metrics.StaleChainsDeletedTotal.WithLabelValues(g.family).Add(float64(deleted))
 	}
 	left = g.stale.count()
 	metrics.StaleChainsPending.WithLabelValues(g.family).Set(float64(left))
 	return deleted, left
 }
+
+// staleRetries is how many times in a row a failed stale-chain batch is
+// tried again.
+const staleRetries = 3
 
 // CanariesMade reports whether a full sync has created the canary chains.
 func (g *Programmer) CanariesMade() bool { return g.canariesMade.Load() }

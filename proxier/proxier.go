@@ -1,6 +1,7 @@
 package proxier
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -99,7 +100,35 @@ type Proxier struct {
 	lastNodeConf *rules.NodeConfig
 	// prog writes the rules and remembers what it wrote.
 	prog *Programmer
+	// partial sums up partial syncs for the default-verbosity summary.
+	partial partialSummary
+	// waitLogged: the wait for the initial lists has been logged.
+	waitLogged bool
 }
+
+// partialSyncs at the default verbosity are summed up in one line at most
+// this often (each one is logged at -v=2).
+const partialSummaryInterval = 5 * time.Minute
+
+type partialSummary struct {
+	since      time.Time
+	syncs      int
+	changed    int
+	maxElapsed time.Duration
+}
+
+func (s *partialSummary) add(changed int, took time.Duration) {
+	s.syncs++
+	s.changed += changed
+	s.maxElapsed = max(s.maxElapsed, took)
+}
+
+// chainsIn counts the chain declarations in restore input.
+func chainsIn(data []byte) int { return bytes.Count(data, []byte("\n:")) }
+
+// retryInterval is when the runner retries after a failed sync (sooner on a
+// change).
+func (p *Proxier) retryInterval() time.Duration { return min(p.cfg.SyncPeriod, 30*time.Second) }
 
 // New validates cfg and returns a Proxier. It starts nothing: call Run.
 func New(cfg Config) (*Proxier, error) {
@@ -124,8 +153,7 @@ func New(cfg Config) (*Proxier, error) {
 		needFullSync: true,
 	}
 	p.prog = NewProgrammer(cfg.IPTables, string(p.family), cfg.Clock, p.log)
-	retry := min(cfg.SyncPeriod, time.Second*30)
-	r, err := async.NewBoundedFrequencyRunner("sync-proxy-rules-"+string(p.family), p.syncProxyRules, cfg.MinSyncPeriod, retry, cfg.SyncPeriod, cfg.Clock)
+	r, err := async.NewBoundedFrequencyRunner("sync-proxy-rules-"+string(p.family), p.syncProxyRules, cfg.MinSyncPeriod, p.retryInterval(), cfg.SyncPeriod, cfg.Clock)
 	if err != nil {
 		return nil, err
 	}
@@ -170,7 +198,7 @@ func (p *Proxier) queued() {
 	metrics.ServiceChangesPending.Set(float64(pending.ServiceChanges))
 	metrics.EndpointChangesPending.Set(float64(pending.EndpointChanges))
 	metrics.SyncProxyRulesLastQueuedTimestamp.WithLabelValues(string(p.family)).SetToCurrentTime()
-	p.Sync()
+	p.syncIfListed()
 }
 
 // OnServiceAdd and the other On* methods are informer handlers.
@@ -192,7 +220,7 @@ func (p *Proxier) OnServiceDelete(svc *v1.Service) {
 
 func (p *Proxier) OnServicesSynced() {
 	p.servicesSynced.Store(true)
-	p.Sync()
+	p.syncIfListed()
 }
 
 func (p *Proxier) OnEndpointSliceAdd(s *discovery.EndpointSlice) { p.OnEndpointSliceUpdate(nil, s) }
@@ -213,7 +241,17 @@ func (p *Proxier) OnEndpointSliceDelete(s *discovery.EndpointSlice) {
 
 func (p *Proxier) OnEndpointSlicesSynced() {
 	p.slicesSynced.Store(true)
-	p.Sync()
+	p.syncIfListed()
+}
+
+// syncIfListed asks for a sync once both initial lists are in (the *Synced
+// calls ask for the first). A sync asked for earlier, by the initial adds,
+// would return at once and hold the real first one back by a
+// --iptables-min-sync-period.
+func (p *Proxier) syncIfListed() {
+	if p.servicesSynced.Load() && p.slicesSynced.Load() {
+		p.Sync()
+	}
 }
 
 // OnNodeChange takes this node's Node object (nil when deleted). A change in
@@ -254,7 +292,10 @@ func keyOf(ns, name string) types.NamespacedName {
 // which changes nothing (it applies all or nothing).
 func (p *Proxier) syncProxyRules(ctx context.Context) error {
 	if !p.servicesSynced.Load() || !p.slicesSynced.Load() {
-		p.log.V(2).Info("Not syncing until Services and EndpointSlices have been listed")
+		if !p.waitLogged {
+			p.log.Info("Not syncing until Services and EndpointSlices have been listed", "servicesListed", p.servicesSynced.Load(), "endpointSlicesListed", p.slicesSynced.Load())
+			p.waitLogged = true
+		}
 		return nil
 	}
 	start := p.clock.Now()
@@ -286,6 +327,10 @@ func (p *Proxier) syncProxyRules(ctx context.Context) error {
 		if !full {
 			metrics.IPTablesPartialRestoreFailuresTotal.WithLabelValues(family).Inc()
 		}
+		// One line per failure, at the default verbosity: what was being
+		// written, how long it took, and when the (full) retry comes.
+		p.log.Error(err, "Failed to sync proxy rules", "full", full, "servicePorts", len(p.snapshot.Services),
+			"endpoints", p.snapshot.EndpointCount(), "elapsed", p.clock.Since(start), "retryIn", p.retryInterval())
 		return err
 	}
 	p.needFullSync = false
@@ -314,11 +359,23 @@ func (p *Proxier) syncProxyRules(ctx context.Context) error {
 		p.Sync() // the next batch, after MinSyncPeriod
 	}
 	took := p.clock.Since(start)
+	counts := []any{"servicePorts", len(p.snapshot.Services), "endpoints", p.snapshot.EndpointCount(),
+		"chainsWritten", chainsIn(rendered.Data), "rulesWritten", rendered.NATRules + rendered.FilterRules}
 	if full {
-		p.log.Info("Synced all proxy rules", "layout", rendered.Index.Layout(), "servicePorts", len(p.snapshot.Services),
-			"natRules", rendered.NATRulesTotal, "restoreBytes", len(rendered.Data), "staleChainsDeleted", deleted, "staleChainsLeft", left, "elapsed", took)
+		// One line per full sync at the default verbosity, with what the
+		// node now holds: "programmed" is told from "stuck" without -v.
+		p.log.Info("Synced all proxy rules", append(counts, "layout", rendered.Index.Layout(), "natRules", rendered.NATRulesTotal,
+			"filterRules", rendered.FilterRules, "restoreBytes", len(rendered.Data), "staleChainsDeleted", deleted, "staleChainsLeft", left, "elapsed", took)...)
 	} else {
-		p.log.V(2).Info("Synced proxy rules", "changedServices", len(changed), "restoreBytes", len(rendered.Data), "staleChainsDeleted", deleted, "elapsed", took)
+		p.log.V(2).Info("Synced proxy rules", append(counts, "changedServices", len(changed), "restoreBytes", len(rendered.Data), "staleChainsDeleted", deleted, "elapsed", took)...)
+		p.partial.add(len(changed), took)
+		if p.partial.since.IsZero() {
+			p.partial.since = start
+		} else if p.clock.Since(p.partial.since) >= partialSummaryInterval {
+			p.log.Info("Partial syncs since the last summary", append(counts, "syncs", p.partial.syncs, "changedServices", p.partial.changed,
+				"maxElapsed", p.partial.maxElapsed, "since", p.partial.since.Format(time.RFC3339))...)
+			p.partial = partialSummary{since: p.clock.Now()}
+		}
 	}
 	return nil
 }

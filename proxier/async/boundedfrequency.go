@@ -146,7 +146,8 @@ func (r *BoundedFrequencyRunner) Run(ctx context.Context) error {
 		interval := r.maxInterval
 		if err != nil {
 			interval = min(r.retryInterval, r.maxInterval)
-			logger.Error(err, "Sync failed; will retry", "retryInterval", interval)
+			// The function logs its own failures; this is for debugging the runner.
+			logger.V(2).Info("Sync failed; will retry", "err", err.Error(), "retryInterval", interval)
 		}
 		next = r.clock.NewTimer(interval)
 

@@ -1,0 +1,440 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	"github.com/svcproxy/svcproxy/hack/lab"
+)
+
+const managedBy = "soak-churn"
+
+// svcState is what decides a probed Service's answers: its ready
+// endpoints (pod names) and its externalTrafficPolicy.
+type svcState struct {
+	Ready    []string // sorted pod names
+	NotReady []string // in the slice, never to answer
+	Local    bool     // externalTrafficPolicy: Local
+	Affinity bool     // sessionAffinity: ClientIP (does not change what may answer)
+}
+
+func (st svcState) key() string {
+	return fmt.Sprintf("%s|%v", strings.Join(st.Ready, ","), st.Local)
+}
+
+// version is one state of a probed Service in the API: current from From
+// (the start of the write that made it) until Until (the end of the write
+// that replaced it; zero while current).
+type version struct {
+	st          svcState
+	From, Until time.Time
+}
+
+// probeSvc is a Service the prober connects to. Its history of API states
+// is what answers are checked against.
+type probeSvc struct {
+	name      string
+	nodePort  bool // type NodePort with fixed node ports 30080/30053
+	clusterIP string
+
+	mu       sync.Mutex
+	cur      svcState
+	versions []version
+}
+
+const (
+	nodePortTCP = 30080
+	nodePortUDP = 30053
+)
+
+// record appends the state a write made current. On success every open
+// version is closed at end; on an error the write may or may not have
+// happened, so the old versions stay open too.
+func (p *probeSvc) record(st svcState, start, end time.Time, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if ok {
+		for i := range p.versions {
+			if p.versions[i].Until.IsZero() {
+				p.versions[i].Until = end
+			}
+		}
+		p.cur = st
+	}
+	p.versions = append(p.versions, version{st: st, From: start})
+}
+
+// current returns the versions current at some moment in [a, b].
+func (p *probeSvc) during(a, b time.Time) []version {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []version
+	for _, v := range p.versions {
+		if v.From.After(b) {
+			continue
+		}
+		if !v.Until.IsZero() && v.Until.Before(a) {
+			continue
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// stateAt returns the newest version begun by t.
+func (p *probeSvc) stateAt(t time.Time) svcState {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var st svcState
+	for _, v := range p.versions {
+		if !v.From.After(t) {
+			st = v.st
+		}
+	}
+	return st
+}
+
+func (p *probeSvc) state() svcState {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cur
+}
+
+func (p *probeSvc) service(st svcState) *corev1.Service {
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: p.name, Namespace: ns, Labels: map[string]string{"soak": "probe"}},
+		Spec: corev1.ServiceSpec{
+			Type: corev1.ServiceTypeClusterIP,
+			Ports: []corev1.ServicePort{
+				{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80, TargetPort: intstr.FromInt32(echoPort)},
+				{Name: "dns", Protocol: corev1.ProtocolUDP, Port: 53, TargetPort: intstr.FromInt32(echoPort)},
+			},
+		},
+	}
+	if p.nodePort {
+		svc.Spec.Type = corev1.ServiceTypeNodePort
+		svc.Spec.Ports[0].NodePort = nodePortTCP
+		svc.Spec.Ports[1].NodePort = nodePortUDP
+		svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyCluster
+		if st.Local {
+			svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+		}
+	}
+	if st.Affinity {
+		svc.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+		svc.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr.To(int32(30))}}
+	} else {
+		svc.Spec.SessionAffinity = corev1.ServiceAffinityNone
+	}
+	return svc
+}
+
+// slice is the EndpointSlice of a Service with ports like svc's, ready and
+// not-ready pods by name.
+func (s *soak) slice(svc *corev1.Service, sliceName string, ready, notReady []string) *discovery.EndpointSlice {
+	byName := map[string]*lab.Pod{}
+	for _, p := range s.l.Pods() {
+		byName[p.Name] = &p
+	}
+	var eps []lab.SliceEndpoint
+	for _, n := range ready {
+		eps = append(eps, lab.SliceEndpoint{Pod: byName[n], Ready: true})
+	}
+	for _, n := range notReady {
+		eps = append(eps, lab.SliceEndpoint{Pod: byName[n], Ready: false})
+	}
+	return lab.EndpointSliceFor(svc, ns, sliceName, managedBy, eps...)
+}
+
+func (s *soak) podNames() []string {
+	var out []string
+	for _, p := range s.l.Pods() {
+		out = append(out, p.Name)
+	}
+	return out
+}
+
+// createProbeServices creates the two probed Services with all pods as
+// endpoints.
+func (s *soak) createProbeServices(ctx context.Context) error {
+	s.probeSvcs = []*probeSvc{{name: "p-web"}, {name: "p-np", nodePort: true}}
+	for _, p := range s.probeSvcs {
+		st := svcState{Ready: s.podNames()}
+		svc := p.service(st)
+		start := time.Now()
+		if _, err := s.cs.DiscoveryV1().EndpointSlices(ns).Create(ctx, s.slice(svc, p.name+"-x", st.Ready, nil), metav1.CreateOptions{}); err != nil {
+			return fmt.Errorf("slice of %s: %w", p.name, err)
+		}
+		created, err := s.cs.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{})
+		if err != nil {
+			return fmt.Errorf("service %s: %w", p.name, err)
+		}
+		p.clusterIP = created.Spec.ClusterIP
+		p.record(st, start, time.Now(), true)
+		logf("probed service %s/%s: cluster IP %s", ns, p.name, p.clusterIP)
+	}
+	return nil
+}
+
+// churnStats counts the churn driver's writes.
+type churnStats struct {
+	mu     sync.Mutex
+	ops    map[string]int
+	failed map[string]int
+	last   time.Time // end of the last successful write
+	fails  []time.Time
+}
+
+func (c *churnStats) count(op string, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ops == nil {
+		c.ops, c.failed = map[string]int{}, map[string]int{}
+	}
+	c.ops[op]++
+	if err != nil {
+		c.failed[op]++
+		c.fails = append(c.fails, time.Now())
+	} else {
+		c.last = time.Now()
+	}
+}
+
+// ephemeral is a churned Service that is not probed: it exercises types,
+// ports, policies, affinity, creation and deletion; the final drift check
+// covers it.
+type ephemeral struct {
+	name   string
+	exists bool
+}
+
+// runChurn writes to the API every ChurnInterval until ctx ends (at most
+// duration/interval + 1 writes).
+func (s *soak) runChurn(ctx context.Context, until time.Time) {
+	pool := make([]*ephemeral, 8)
+	for i := range pool {
+		pool[i] = &ephemeral{name: fmt.Sprintf("c-%d", i)}
+	}
+	tick := time.NewTicker(s.cfg.ChurnInterval)
+	defer tick.Stop()
+	limit := int(time.Until(until)/s.cfg.ChurnInterval) + 1
+	for i := 0; i < limit; i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if time.Now().After(until) {
+			return
+		}
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		r := s.rnd.Intn(100)
+		switch {
+		case r < 40:
+			s.churnProbeEndpoints(wctx)
+		case r < 50:
+			s.churnProbePolicy(wctx)
+		default:
+			s.churnEphemeral(wctx, pool[s.rnd.Intn(len(pool))])
+		}
+		cancel()
+	}
+}
+
+// subset returns a random subset of names (sorted), empty with
+// probability 1/10 when allowEmpty.
+func (s *soak) subset(names []string, allowEmpty bool) []string {
+	if allowEmpty && s.rnd.Intn(10) == 0 {
+		return nil
+	}
+	var out []string
+	for _, n := range names {
+		if s.rnd.Intn(2) == 0 {
+			out = append(out, n)
+		}
+	}
+	if len(out) == 0 {
+		out = []string{names[s.rnd.Intn(len(names))]}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (s *soak) churnProbeEndpoints(ctx context.Context) {
+	p := s.probeSvcs[s.rnd.Intn(len(s.probeSvcs))]
+	st := p.state()
+	all := s.podNames()
+	st.Ready = s.subset(all, true)
+	st.NotReady = nil
+	if s.rnd.Intn(3) == 0 {
+		for _, n := range all {
+			if !contains(st.Ready, n) {
+				st.NotReady = []string{n}
+				break
+			}
+		}
+	}
+	start := time.Now()
+	err := s.updateSlice(ctx, p.service(st), p.name+"-x", st.Ready, st.NotReady)
+	p.record(st, start, time.Now(), err == nil)
+	s.churn.count("probe endpoints", err)
+}
+
+func (s *soak) churnProbePolicy(ctx context.Context) {
+	p := s.probeSvcs[s.rnd.Intn(len(s.probeSvcs))]
+	st := p.state()
+	if p.nodePort && s.rnd.Intn(2) == 0 {
+		st.Local = !st.Local
+	} else {
+		st.Affinity = !st.Affinity
+	}
+	start := time.Now()
+	err := s.updateService(ctx, p.service(st))
+	p.record(st, start, time.Now(), err == nil)
+	s.churn.count("probe policy", err)
+}
+
+func (s *soak) updateSlice(ctx context.Context, svc *corev1.Service, name string, ready, notReady []string) error {
+	want := s.slice(svc, name, ready, notReady)
+	cur, err := s.cs.DiscoveryV1().EndpointSlices(ns).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		_, err = s.cs.DiscoveryV1().EndpointSlices(ns).Create(ctx, want, metav1.CreateOptions{})
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	want.ResourceVersion = cur.ResourceVersion
+	_, err = s.cs.DiscoveryV1().EndpointSlices(ns).Update(ctx, want, metav1.UpdateOptions{})
+	return err
+}
+
+// updateService replaces the spec fields the soak owns, keeping the
+// allocated ones (cluster IP, node ports the soak did not fix).
+func (s *soak) updateService(ctx context.Context, want *corev1.Service) error {
+	cur, err := s.cs.CoreV1().Services(ns).Get(ctx, want.Name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	want.ResourceVersion = cur.ResourceVersion
+	want.Spec.ClusterIP = cur.Spec.ClusterIP
+	want.Spec.ClusterIPs = cur.Spec.ClusterIPs
+	want.Spec.IPFamilies = cur.Spec.IPFamilies
+	want.Spec.IPFamilyPolicy = cur.Spec.IPFamilyPolicy
+	_, err = s.cs.CoreV1().Services(ns).Update(ctx, want, metav1.UpdateOptions{})
+	return err
+}
+
+// ephemeralService is a random Service: ClusterIP or NodePort, one to three
+// ports of TCP and UDP, random traffic policies and affinity.
+func (s *soak) ephemeralService(name string) *corev1.Service {
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"soak": "churn"}}}
+	nports := 1 + s.rnd.Intn(3)
+	base := int32(1000 + s.rnd.Intn(2000))
+	for i := 0; i < nports; i++ {
+		proto := corev1.ProtocolTCP
+		if s.rnd.Intn(2) == 0 {
+			proto = corev1.ProtocolUDP
+		}
+		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{
+			Name: fmt.Sprintf("p%d", i), Protocol: proto, Port: base + int32(i), TargetPort: intstr.FromInt32(echoPort),
+		})
+	}
+	svc.Spec.Type = corev1.ServiceTypeClusterIP
+	if s.rnd.Intn(2) == 0 {
+		svc.Spec.Type = corev1.ServiceTypeNodePort
+		svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyCluster
+		if s.rnd.Intn(2) == 0 {
+			svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+		}
+	}
+	itp := corev1.ServiceInternalTrafficPolicyCluster
+	if s.rnd.Intn(3) == 0 {
+		itp = corev1.ServiceInternalTrafficPolicyLocal
+	}
+	svc.Spec.InternalTrafficPolicy = &itp
+	svc.Spec.SessionAffinity = corev1.ServiceAffinityNone
+	if s.rnd.Intn(3) == 0 {
+		svc.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+		svc.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr.To(int32(60 + s.rnd.Intn(100)))}}
+	}
+	return svc
+}
+
+func (s *soak) churnEphemeral(ctx context.Context, e *ephemeral) {
+	sliceName := e.name + "-x"
+	if !e.exists {
+		svc := s.ephemeralService(e.name)
+		err := s.updateSliceFresh(ctx, svc, sliceName, s.subset(s.podNames(), true))
+		if err == nil {
+			_, err = s.cs.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{})
+		}
+		e.exists = err == nil || apierrors.IsAlreadyExists(err)
+		s.churn.count("create", err)
+		return
+	}
+	switch r := s.rnd.Intn(6); r {
+	case 0, 1: // endpoints
+		cur, err := s.cs.CoreV1().Services(ns).Get(ctx, e.name, metav1.GetOptions{})
+		if err == nil {
+			err = s.updateSlice(ctx, cur, sliceName, s.subset(s.podNames(), true), nil)
+		}
+		s.churn.count("endpoints", err)
+	case 2, 3, 4: // ports, type, policies, affinity: a new random spec
+		want := s.ephemeralService(e.name)
+		err := s.updateService(ctx, want)
+		if err == nil {
+			// The slice follows the Service's ports, as the controller's would.
+			var cur *discovery.EndpointSlice
+			cur, err = s.cs.DiscoveryV1().EndpointSlices(ns).Get(ctx, sliceName, metav1.GetOptions{})
+			if err == nil {
+				var ready []string
+				for _, ep := range cur.Endpoints {
+					if ep.Conditions.Ready != nil && *ep.Conditions.Ready {
+						ready = append(ready, s.podByIP[ep.Addresses[0]])
+					}
+				}
+				err = s.updateSlice(ctx, want, sliceName, ready, nil)
+			}
+		}
+		op := map[int]string{2: "ports/type", 3: "policies", 4: "affinity"}[r]
+		s.churn.count(op, err)
+	case 5: // delete
+		err := s.cs.CoreV1().Services(ns).Delete(ctx, e.name, metav1.DeleteOptions{})
+		if err == nil || apierrors.IsNotFound(err) {
+			err2 := s.cs.DiscoveryV1().EndpointSlices(ns).Delete(ctx, sliceName, metav1.DeleteOptions{})
+			if err2 != nil && !apierrors.IsNotFound(err2) {
+				err = err2
+			} else {
+				err = nil
+				e.exists = false
+			}
+		}
+		s.churn.count("delete", err)
+	}
+}
+
+// updateSliceFresh creates or replaces the slice for a new Service.
+func (s *soak) updateSliceFresh(ctx context.Context, svc *corev1.Service, name string, ready []string) error {
+	return s.updateSlice(ctx, svc, name, ready, nil)
+}
+
+func contains(list []string, x string) bool {
+	for _, v := range list {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
