@@ -385,7 +385,7 @@ func syncedLines(log string) []string {
 		if i < 0 || !strings.Contains(line, "IPv6") {
 			continue
 		}
-		out = append(out, strings.TrimSpace(line[i:]))
+		out = append(out, strings.TrimSpace(strings.Replace(line[i:], `"`, "", 1)))
 		if len(out) == 20 {
 			break
 		}
