@@ -86,19 +86,30 @@ func (r *runner) svcproxy(id, label string, n *lab.Node, layout string) daemon {
 func (r *runner) cases(ctx context.Context) error {
 	n1, n2, n3 := r.l.Node(1), r.l.Node(2), r.l.Node(3)
 
-	// kube-proxy nftables on node1: cold, then restarted over its own table.
+	// Cold starts: kube-proxy nftables on node1, svcproxy compact on node2.
 	if err := r.caseThen(ctx, r.kubeProxy("a0", "kube-proxy nftables, cold start on an empty node", n1), stopTerm); err != nil {
 		return err
 	}
-	if err := r.caseThen(ctx, r.kubeProxy("a", "kube-proxy nftables, restart over its own table", n1), stopTerm); err != nil {
-		return err
-	}
-	// svcproxy compact on node2: cold, then restarted.
 	if err := r.caseThen(ctx, r.svcproxy("ref", "svcproxy compact, cold start on an empty node", n2, ""), stopTerm); err != nil {
 		return err
 	}
-	if err := r.caseThen(ctx, r.svcproxy("b", "svcproxy compact, restart over its own table", n2, ""), stopTerm); err != nil {
-		return err
+	// Each restarted over its own table, alternately (-repeat times), so
+	// both see the same load.
+	for k := 1; k <= r.cfg.Repeat; k++ {
+		suffix := ""
+		if k > 1 {
+			suffix = fmt.Sprintf("#%d", k)
+		}
+		if err := r.caseThen(ctx, r.kubeProxy("a"+suffix, "kube-proxy nftables, restart over its own table", n1), stopTerm); err != nil {
+			return err
+		}
+		if err := r.caseThen(ctx, r.svcproxy("b"+suffix, "svcproxy compact, restart over its own table", n2, ""), stopTerm); err != nil {
+			return err
+		}
+	}
+	if !r.cfg.Layouts {
+		r.notef("cases e, c, d skipped (-layouts=false)")
+		return nil
 	}
 
 	// kube-proxy's layout (by svcproxy --rule-layout=kube-proxy) on node2

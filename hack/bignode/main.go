@@ -11,9 +11,10 @@
 // Cases (in the order run):
 //
 //	a0  kube-proxy --proxy-mode nftables, cold start on an empty node (node1)
-//	a   kube-proxy nftables restarted over its own N-Service table (node1)
 //	ref svcproxy (compact layout), cold start on an empty node (node2)
+//	a   kube-proxy nftables restarted over its own N-Service table (node1)
 //	b   svcproxy (compact) restarted over its own table (node2)
+//	    (a and b alternately, -repeat times each: a#2, b#2, ...)
 //	    (prep: svcproxy --rule-layout=kube-proxy makes kube-proxy's layout on
 //	    node2, over the compact table, and on node3, from empty; not timed
 //	    as cases, but logged)
@@ -53,6 +54,8 @@ type config struct {
 	N         int           // Services
 	M         int           // fake endpoints per Service
 	Workers   int           // concurrent API creates
+	Repeat    int           // restarts a and b, each, alternately
+	Layouts   bool          // also cases e, c and d (kube-proxy's layout)
 	Stem      string        // lab prefix stem (lab.RunPrefix)
 	Svcproxy  string        // svcproxy binary
 	KubeProxy string        // kube-proxy binary
@@ -68,6 +71,8 @@ func parseConfig(args []string) (config, error) {
 	fs.IntVar(&c.N, "n", 10000, "single-stack IPv6 ClusterIP Services to create")
 	fs.IntVar(&c.M, "m", 10, "fake endpoints per Service")
 	fs.IntVar(&c.Workers, "workers", 32, "concurrent creates through the API")
+	fs.IntVar(&c.Repeat, "repeat", 1, "how many times cases a and b (the restarts) are each measured, alternately")
+	fs.BoolVar(&c.Layouts, "layouts", true, "also the kube-proxy-layout cases (e, c, d; the layout's cold sync takes 3-15 min at 10,000)")
 	fs.StringVar(&c.Stem, "stem", "svpbg", "lab prefix stem (the lab is <stem><pid>)")
 	fs.StringVar(&c.Svcproxy, "svcproxy", "bin/svcproxy", "svcproxy binary")
 	fs.StringVar(&c.KubeProxy, "kube-proxy", "", "kube-proxy binary (default: the cached pinned build)")
@@ -86,6 +91,8 @@ func parseConfig(args []string) (config, error) {
 		return c, fmt.Errorf("-n must be 1..100000, got %d", c.N)
 	case c.M < 1 || c.M > 100:
 		return c, fmt.Errorf("-m must be 1..100, got %d", c.M)
+	case c.Repeat < 1 || c.Repeat > 10:
+		return c, fmt.Errorf("-repeat must be 1..10, got %d", c.Repeat)
 	case c.Workers < 1 || c.Workers > 256:
 		return c, fmt.Errorf("-workers must be 1..256, got %d", c.Workers)
 	}
