@@ -187,15 +187,22 @@ func (r *runner) caseThen(ctx context.Context, d daemon, stop func(*lab.Proc)) e
 func (r *runner) measure(ctx context.Context, d daemon) (result, *lab.Proc, error) {
 	res := result{id: d.id, label: d.label, bound: r.cfg.CaseBound, load: loadavg()}
 	client := r.l.Pod(d.node.Index, 1)
+	// The target is neither where the probe Service points now nor where
+	// this node's table sent it last (the node may have been left behind
+	// while another node's case moved the probe Service).
 	target := r.l.Pod(d.node.Index, 2)
-	if r.current == target {
+	if r.current == target || r.lastTarget[d.node.Index] == target {
 		target = r.l.Pod(d.node.Index, 3)
 	}
+	r.lastTarget[d.node.Index] = target
 	spec := lab.ProbeSpec{NS: client.NS, Proto: "tcp", Addr: r.probeIP, Port: svcPort, Timeout: probeTimeout}
 	if pr, err := lab.ProbeWith(spec); err != nil {
 		res.before = "no answer (" + shortErr(err) + ")"
 	} else {
 		res.before = pr.Backend
+	}
+	if res.before == target.Name {
+		return res, nil, fmt.Errorf("case %s: %s already answers before the start; the measurement would be void", d.id, target.Name)
 	}
 	logName := fmt.Sprintf("%s-%s-%s", d.id, strings.Fields(d.label)[0], d.node.Name)
 	cctx, cancel := context.WithTimeout(ctx, r.cfg.CaseBound)

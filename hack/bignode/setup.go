@@ -33,21 +33,24 @@ const (
 
 // runner is one run: the lab, its control plane and what the cases share.
 type runner struct {
-	cfg      config
-	l        *lab.Lab
-	cp       *lab.ControlPlane
-	cs       kubernetes.Interface
-	probe    *corev1.Service
-	probeIP  string
-	current  *lab.Pod    // the probe Service's endpoint now
-	procs    []*lab.Proc // every process started (stopped at tear-down)
-	echos    []*lab.Proc
-	results  []result
-	notes    []string
-	kernel   string
-	started  time.Time
-	created  time.Duration
-	stateDir string
+	cfg     config
+	l       *lab.Lab
+	cp      *lab.ControlPlane
+	cs      kubernetes.Interface
+	probe   *corev1.Service
+	probeIP string
+	current *lab.Pod // the probe Service's endpoint now
+	// lastTarget is, per node index, the endpoint its last case moved the
+	// probe Service to (what its table serves, if that case's sync ran).
+	lastTarget map[int]*lab.Pod
+	procs      []*lab.Proc // every process started (stopped at tear-down)
+	echos      []*lab.Proc
+	results    []result
+	notes      []string
+	kernel     string
+	started    time.Time
+	created    time.Duration
+	stateDir   string
 
 	loadBefore, loadAfter string
 }
@@ -127,6 +130,7 @@ func (r *runner) createProbe(ctx context.Context) error {
 	r.probe = created
 	r.probeIP = created.Spec.ClusterIP
 	r.current = r.l.Pod(2, 2)
+	r.lastTarget = map[int]*lab.Pod{}
 	sl := lab.EndpointSliceForFamily(created, kns, probeName+"-1", managedBy, lab.IPv6, lab.SliceEndpoint{Pod: r.current, Ready: true})
 	if _, err := r.cs.DiscoveryV1().EndpointSlices(kns).Create(ctx, sl, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("create probe slice: %w", err)
