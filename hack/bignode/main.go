@@ -35,6 +35,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -143,7 +144,7 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	err := r.cases(ctx)
 	r.loadAfter = loadavg()
-	if err != nil && ctx.Err() != nil {
+	if err != nil && ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
 		err = fmt.Errorf("%w (%v)", ctx.Err(), err)
 	}
 	return err
