@@ -162,7 +162,12 @@ func (p *Proxier) queued() {
 	metrics.ServiceChangesPending.Set(float64(pending.ServiceChanges))
 	metrics.EndpointChangesPending.Set(float64(pending.EndpointChanges))
 	metrics.SyncProxyRulesLastQueuedTimestamp.WithLabelValues(string(p.family)).SetToCurrentTime()
-	p.Sync()
+	// Before both initial lists are in, a sync would do nothing but start
+	// MinSyncPeriod's wait, delaying the first real sync (kube-proxy's
+	// handlers check isInitialized the same way); On*Synced request it.
+	if p.servicesSynced.Load() && p.slicesSynced.Load() {
+		p.Sync()
+	}
 }
 
 // OnServiceAdd and the other On* methods are informer handlers.
