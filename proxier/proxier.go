@@ -162,9 +162,15 @@ func (p *Proxier) queued() {
 	metrics.ServiceChangesPending.Set(float64(pending.ServiceChanges))
 	metrics.EndpointChangesPending.Set(float64(pending.EndpointChanges))
 	metrics.SyncProxyRulesLastQueuedTimestamp.WithLabelValues(string(p.family)).SetToCurrentTime()
-	// Before both initial lists are in, a sync would do nothing but start
-	// MinSyncPeriod's wait, delaying the first real sync (kube-proxy's
-	// handlers check isInitialized the same way); On*Synced request it.
+	p.syncIfListed()
+}
+
+// syncIfListed requests a sync once both initial lists are in. Before that a
+// sync would do nothing but start MinSyncPeriod's wait, holding the first
+// real sync back (kube-proxy's handlers check isInitialized the same way).
+// Each On*Synced stores its flag before it calls this, so whichever comes
+// second sees both.
+func (p *Proxier) syncIfListed() {
 	if p.servicesSynced.Load() && p.slicesSynced.Load() {
 		p.Sync()
 	}
@@ -189,7 +195,7 @@ func (p *Proxier) OnServiceDelete(svc *v1.Service) {
 
 func (p *Proxier) OnServicesSynced() {
 	p.servicesSynced.Store(true)
-	p.Sync()
+	p.syncIfListed()
 }
 
 func (p *Proxier) OnEndpointSliceAdd(s *discovery.EndpointSlice) { p.OnEndpointSliceUpdate(nil, s) }
@@ -210,7 +216,7 @@ func (p *Proxier) OnEndpointSliceDelete(s *discovery.EndpointSlice) {
 
 func (p *Proxier) OnEndpointSlicesSynced() {
 	p.slicesSynced.Store(true)
-	p.Sync()
+	p.syncIfListed()
 }
 
 // OnNodeChange takes this node's Node object (nil when deleted). A change in
