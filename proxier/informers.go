@@ -51,18 +51,20 @@ func StartInformers(ctx context.Context, client kubernetes.Interface, nodeName s
 	sliceInformer := factory.Discovery().V1().EndpointSlices().Informer()
 	nodeInformer := nodeFactory.Core().V1().Nodes().Informer()
 
-	if _, err := svcInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	svcReg, err := svcInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { withType(o, h.OnServiceAdd) },
 		UpdateFunc: func(old, cur any) { withTypes(old, cur, h.OnServiceUpdate) },
 		DeleteFunc: func(o any) { withType(unwrapTombstone(o), h.OnServiceDelete) },
-	}); err != nil {
+	})
+	if err != nil {
 		return err
 	}
-	if _, err := sliceInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	sliceReg, err := sliceInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { withType(o, h.OnEndpointSliceAdd) },
 		UpdateFunc: func(old, cur any) { withTypes(old, cur, h.OnEndpointSliceUpdate) },
 		DeleteFunc: func(o any) { withType(unwrapTombstone(o), h.OnEndpointSliceDelete) },
-	}); err != nil {
+	})
+	if err != nil {
 		return err
 	}
 	if _, err := nodeInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -76,14 +78,17 @@ func StartInformers(ctx context.Context, client kubernetes.Interface, nodeName s
 	factory.Start(ctx.Done())
 	nodeFactory.Start(ctx.Done())
 	// The two initial lists are awaited separately: rules are written only
-	// after both are in, so a half-known cluster is never programmed.
+	// after both are in, so a half-known cluster is never programmed. "In"
+	// is the handler registration's HasSynced (every object of the initial
+	// list handed to h), as kube-proxy does, not the informer's (the store
+	// has them; h may still be receiving them).
 	go func() {
-		if cache.WaitForNamedCacheSync("services", ctx.Done(), svcInformer.HasSynced) {
+		if cache.WaitForNamedCacheSync("services", ctx.Done(), svcReg.HasSynced) {
 			h.OnServicesSynced()
 		}
 	}()
 	go func() {
-		if cache.WaitForNamedCacheSync("endpoint slices", ctx.Done(), sliceInformer.HasSynced) {
+		if cache.WaitForNamedCacheSync("endpoint slices", ctx.Done(), sliceReg.HasSynced) {
 			h.OnEndpointSlicesSynced()
 		}
 	}()
