@@ -34,7 +34,7 @@ func (r *runner) report() string {
 	var a time.Duration
 	if len(as) > 0 {
 		slices.Sort(as)
-		a = as[len(as)/2]
+		a = (as[(len(as)-1)/2] + as[len(as)/2]) / 2
 		fmt.Fprintf(&sb, "/a = served / %.1fs, kube-proxy's restart (case a; median of %d)\n", a.Seconds(), len(as))
 	}
 	sb.WriteString("\n")
