@@ -6,7 +6,7 @@ EXAMPLES := manifests/examples
 # Bound the whole suite: CI has 90 minutes, we aim for well under 30.
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build deps kube-apiserver kube-proxy image test-migration bench dump demo test test-unit test-e2e soak vet fmt-check clean
+.PHONY: all build deps kube-apiserver kube-proxy image test-migration bench bignode dump demo test test-unit test-e2e soak vet fmt-check clean
 
 all: build
 
@@ -52,6 +52,16 @@ test-migration: deps image kube-apiserver kube-proxy
 # K, CONNS, MIN_SYNC, CAP, TIMEOUT. Table in _output/bench.txt.
 bench: deps build kube-apiserver kube-proxy
 	bash hack/bench.sh
+
+# Start and restart over a big table (hack/bignode): kube-proxy nftables and
+# svcproxy (both layouts, over its own and kube-proxy's tables) restarted over
+# N single-stack IPv6 Services; time until a change made at the start is
+# served. N=10000 by default (about an hour on 2 CPUs), N=1000 for a quick
+# check. Table in _output/bignode.txt.
+bignode: deps build kube-apiserver kube-proxy
+	mkdir -p _output
+	$(GO) build -o _output/bignode ./hack/bignode
+	_output/bignode -svcproxy $(BIN) -n $${N:-10000} -out _output/bignode.txt
 
 # Offline: the rules node1 would get for the example manifests.
 dump: build

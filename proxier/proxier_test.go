@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
@@ -85,6 +86,49 @@ func TestNoRulesBeforeInformersSynced(t *testing.T) {
 	mustSync(t, p)
 	if ipt.Restores() != 1 {
 		t.Fatalf("want one restore after both informers synced, got %d", ipt.Restores())
+	}
+}
+
+// Neither the changes that arrive while the informers list (each Service
+// and slice of the initial lists, the Node) nor the first of the two lists
+// to be in may start a sync that does nothing but start MinSyncPeriod's
+// wait: the first real sync runs as soon as both lists are in (found by
+// hack/bignode: svcproxy's first sync came up to --iptables-min-sync-period
+// after its lists).
+func TestFirstSyncIsNotHeldBackByMinSyncPeriod(t *testing.T) {
+	for _, slicesFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("slicesListedFirst=%v", slicesFirst), func(t *testing.T) {
+			p, ipt := newTestProxier(t, func(c *Config) {
+				c.MinSyncPeriod = time.Hour
+				c.SyncPeriod = 2 * time.Hour
+			})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- p.Run(ctx) }()
+			defer func() {
+				cancel()
+				<-done
+			}()
+			// A sync requested at any step below would run at once and
+			// then hold the next one back for an hour.
+			p.OnServiceAdd(webService)
+			p.OnEndpointSliceAdd(webSlice)
+			time.Sleep(100 * time.Millisecond)
+			first, second := p.OnServicesSynced, p.OnEndpointSlicesSynced
+			if slicesFirst {
+				first, second = second, first
+			}
+			first()
+			time.Sleep(100 * time.Millisecond)
+			second()
+			deadline := time.Now().Add(5 * time.Second)
+			for ipt.Restores() == 0 {
+				if time.Now().After(deadline) {
+					t.Fatal("no restore within 5s of both lists being in (MinSyncPeriod 1h)")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
 	}
 }
 
