@@ -25,7 +25,7 @@ import (
 // a probe is inside it when the probe's own [start, end] overlaps it.
 const windowDefinition = `fault window = [S, E + probe timeout + 1 s] on the faulted node (API server: every node), where
   S = injector starts the fault, R = injector has undone it, E = end (daemon log time) of the first successful
-  sync after R (full for flush/ipsets/kill) after which the node's nat table shows every probed Service as the
+  sync after R (from the first full one on, for flush/ipsets/kill) after which the node's nat table shows every probed Service as the
   API had it at or after R (API server: and a write made after R), with the KUBE-SERVICES jumps in place.
   A probe is inside when its [start,end] overlaps the window.`
 
@@ -282,11 +282,14 @@ func (s *soak) convergedAt(nd *node, f *fault, needFull bool, c *nodeConv) bool 
 	fails := nd.eventsAfter("fail", f.R)
 	var conv *logEvent
 	for i, ev := range syncs {
-		if needFull && !ev.full {
-			continue
-		}
-		if c.repair.t.IsZero() && !ev.begin().Before(c.detect.Add(-10*time.Millisecond)) {
+		if c.repair.t.IsZero() && (!needFull || ev.full) && !ev.begin().Before(c.detect.Add(-10*time.Millisecond)) {
 			c.repair = ev
+		}
+		// The rules may be right only after a later (partial) sync, when
+		// the repair rendered a view the informers had not caught up with
+		// yet (after an API server restart, for one).
+		if needFull && (c.repair.t.IsZero() || ev.t.Before(c.repair.t)) {
+			continue
 		}
 		next := time.Now()
 		if i+1 < len(syncs) {
