@@ -242,9 +242,13 @@ func (s *soak) runChurn(ctx context.Context, until time.Time) {
 		r := s.rnd.Intn(100)
 		switch {
 		case r < 40:
+			s.probeWrites.Lock()
 			s.churnProbeEndpoints(wctx)
+			s.probeWrites.Unlock()
 		case r < 50:
+			s.probeWrites.Lock()
 			s.churnProbePolicy(wctx)
+			s.probeWrites.Unlock()
 		default:
 			s.churnEphemeral(wctx, pool[s.rnd.Intn(len(pool))])
 		}
@@ -437,4 +441,41 @@ func contains(list []string, x string) bool {
 		}
 	}
 	return false
+}
+
+// markerWrite toggles externalTrafficPolicy of the NodePort probe Service
+// (a Service write, which only a node whose Service watch is back can
+// show: after an API server restart client-go's watches come back each
+// on its own backoff, up to 30 s apart). It returns the write's start, or
+// the zero time when there is no such Service or every try failed (at
+// most 10, 2 s apart, while the API server settles).
+func (s *soak) markerWrite(ctx context.Context) time.Time {
+	var p *probeSvc
+	for _, c := range s.probeSvcs {
+		if c.nodePort {
+			p = c
+		}
+	}
+	if p == nil {
+		return time.Time{}
+	}
+	s.probeWrites.Lock()
+	defer s.probeWrites.Unlock()
+	for range 10 {
+		st := p.state()
+		st.Local = !st.Local
+		start := time.Now()
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := s.updateService(wctx, p.service(st))
+		cancel()
+		p.record(st, start, time.Now(), err == nil)
+		if err == nil {
+			return start
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		sleep(ctx, 2*time.Second)
+	}
+	return time.Time{}
 }

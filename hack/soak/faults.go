@@ -26,13 +26,16 @@ import (
 const windowDefinition = `fault window = [S, E + probe timeout + 1 s] on the faulted node (API server: every node), where
   S = injector starts the fault, R = injector has undone it, E = end (daemon log time) of the first successful
   sync after R (from the first full one on, for flush/ipsets/kill) after which the node's nat table shows every probed Service as the
-  API had it at or after R (API server: and a write made after R), with the KUBE-SERVICES jumps in place.
+  API had it at or after R (API server: and the marker Service write made after R), with the KUBE-SERVICES jumps in place.
   A probe is inside when its [start,end] overlaps the window.`
 
 type fault struct {
 	kind    string
 	node    *node // nil: every node (API server)
 	S, R, E time.Time
+	// apiserver: the start of the marker write made after the restart
+	// (zero if it failed); see markerWrite.
+	marker time.Time
 	// per node: converged, and how
 	conv []nodeConv
 	note string
@@ -201,6 +204,11 @@ done`)
 		}
 	}
 	f.R = time.Now()
+	if f.kind == "apiserver" && err == nil {
+		if f.marker = s.markerWrite(ctx); f.marker.IsZero() {
+			f.note = strings.TrimSpace(f.note + " marker write failed: convergence is judged on any write after the restart")
+		}
+	}
 	if err != nil {
 		f.note = strings.TrimSpace(f.note + " injection failed: " + err.Error())
 		logf("fault %s: %v", f.kind, err)
@@ -295,7 +303,7 @@ func (s *soak) convergedAt(nd *node, f *fault, needFull bool, c *nodeConv) bool 
 		if i+1 < len(syncs) {
 			next = syncs[i+1].t
 		}
-		if conv == nil && s.showsAfterSync(nd, ev, next, f.R, f.kind == "apiserver") {
+		if conv == nil && s.showsAfterSync(nd, ev, next, f) {
 			conv = &syncs[i]
 		}
 	}
@@ -313,24 +321,32 @@ func (s *soak) convergedAt(nd *node, f *fault, needFull bool, c *nodeConv) bool 
 }
 
 // showsAfterSync reports whether a read of nd's nat table taken after the
-// sync ev (and before the next one ends) shows the KUBE-SERVICES jumps and every probed Service as the API
-// had it at or after r.
-func (s *soak) showsAfterSync(nd *node, ev logEvent, next, r time.Time, needWrite bool) bool {
+// sync ev (and before the next one ends) shows the KUBE-SERVICES jumps and
+// every probed Service as the API had it at or after f.R. After an API
+// server restart the rules were right all along, so the node must also
+// show a write made after the restart, proof that its informers are back:
+// the marker write (a Service write: the Service and EndpointSlice watches
+// come back separately), or any write when the marker failed.
+func (s *soak) showsAfterSync(nd *node, ev logEvent, next time.Time, f *fault) bool {
+	needWrite := f.kind == "apiserver"
 	for _, sn := range nd.snapsBetween(ev.t, next) {
 		if sn.t.Before(ev.t) || sn.t.After(next) || !sn.jumps {
 			continue
 		}
 		all, fresh := true, false
 		for _, p := range s.probeSvcs {
-			if !p.showsAfter(sn, r) {
+			if !p.showsAfter(sn, f.R) {
 				all = false
 				break
 			}
-			fresh = fresh || p.showsWrittenAfter(sn, r)
+			switch {
+			case f.marker.IsZero():
+				fresh = fresh || p.showsWrittenAfter(sn, f.R)
+			case p.nodePort:
+				// The marker's own version and every later one.
+				fresh = fresh || p.showsWrittenAfter(sn, f.marker.Add(-time.Nanosecond))
+			}
 		}
-		// After an API server restart the rules were right all along:
-		// the node must show a write made after the restart, proof that
-		// its informers are back.
 		if all && (!needWrite || fresh) {
 			return true
 		}

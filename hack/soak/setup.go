@@ -33,6 +33,10 @@ const echoPort = 8080
 type soak struct {
 	cfg config
 	rnd *rand.Rand // churn only (one goroutine)
+	// probeWrites orders the probed Services' writes: the churn's and the
+	// fault injector's marker write (each reads the current state, then
+	// writes a changed one).
+	probeWrites sync.Mutex
 
 	l       *lab.Lab
 	cp      *lab.ControlPlane
