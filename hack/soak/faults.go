@@ -189,12 +189,20 @@ func (s *soak) inject(ctx context.Context, f *fault) {
 		// The sets are in use by rules: flush them away first. nf_tables
 		// drops a flushed rule's reference to a set a moment after the
 		// commit, so a destroy is tried again (at most 20 times, 0.1 s
-		// apart); the daemon's repair may take the set back first, which
-		// the fault's note then says.
-		err = s.nsExec(ctx, f.node.n.NS, "sh", "-c", `iptables -t nat -F && iptables -t filter -F || exit 1
-for s in $(ipset list -n | grep ^SVCPROXY-); do
+		// apart). The daemon's repair of the flush may take the sets back
+		// first: the fault was then only a flush, undone when the flush
+		// ended, and it is judged as one (R = the flush's end).
+		if err = s.nsExec(ctx, f.node.n.NS, "sh", "-c", "iptables -t nat -F && iptables -t filter -F"); err != nil {
+			break
+		}
+		flushed := time.Now()
+		if derr := s.nsExec(ctx, f.node.n.NS, "sh", "-c", `for s in $(ipset list -n | grep ^SVCPROXY-); do
 	i=0; until ipset destroy "$s" 2>/dev/null; do i=$((i+1)); [ $i -ge 20 ] && { echo "set $s still in use"; exit 1; }; sleep 0.1; done
-done`)
+done`); derr != nil {
+			f.note = "sets taken back by the daemon's repair of the flush before they could be destroyed: judged as a flush"
+			f.R = flushed
+			return
+		}
 	case "pause":
 		pause := 2*s.cfg.SyncPeriod + 3*time.Second
 		if err = f.node.signal(syscall.SIGSTOP); err == nil {
