@@ -419,15 +419,8 @@ func firstOr(xs []string, def string) string {
 }
 
 func shortErr(err error) string {
-	switch {
-	case errors.Is(err, lab.ErrRefused):
-		return "refused"
-	case errors.Is(err, lab.ErrTimeout):
-		return "timeout"
-	case errors.Is(err, lab.ErrUnreachable):
-		return "unreachable"
-	case errors.Is(err, lab.ErrReset):
-		return "reset"
+	if kind := lab.ProbeErrorKind(err); kind != "" {
+		return kind
 	}
 	s := err.Error()
 	if len(s) > 80 {

@@ -31,6 +31,22 @@ var (
 	ErrBadReply = errors.New("bad reply")
 )
 
+// ProbeErrorKind names the kind of a probe's failure in one word
+// ("refused", "timeout", "unreachable", "reset"), or "" for any other error.
+func ProbeErrorKind(err error) string {
+	switch {
+	case errors.Is(err, ErrRefused):
+		return "refused"
+	case errors.Is(err, ErrTimeout):
+		return "timeout"
+	case errors.Is(err, ErrUnreachable):
+		return "unreachable"
+	case errors.Is(err, ErrReset):
+		return "reset"
+	}
+	return ""
+}
+
 // InNetns runs fn on an OS thread that has joined network namespace ns ("" =
 // the caller's namespace). Sockets created by fn belong to ns and can be used
 // from any goroutine afterwards. The thread is discarded after fn returns.

@@ -294,16 +294,9 @@ func cmdProbe(args []string) error {
 	}
 	r, err := lab.ProbeWith(lab.ProbeSpec{NS: *ns, Proto: *proto, Addr: *addr, Port: *port, Timeout: *timeout, SourceIP: *src})
 	if err != nil {
-		kind := "error"
-		switch {
-		case errors.Is(err, lab.ErrRefused):
-			kind = "refused"
-		case errors.Is(err, lab.ErrTimeout):
-			kind = "timeout"
-		case errors.Is(err, lab.ErrUnreachable):
-			kind = "unreachable"
-		case errors.Is(err, lab.ErrReset):
-			kind = "reset"
+		kind := lab.ProbeErrorKind(err)
+		if kind == "" {
+			kind = "error"
 		}
 		fmt.Println(kind)
 		return err
