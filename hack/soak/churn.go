@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -51,6 +52,11 @@ type probeSvc struct {
 	mu       sync.Mutex
 	cur      svcState
 	versions []version
+	// unsettled: the start of the first write whose call failed since the
+	// soak last knew the Service's state for sure (zero: it knows). Such a
+	// write may still have been applied (a timeout while the API server
+	// restarts); see settle.
+	unsettled time.Time
 }
 
 const (
@@ -71,8 +77,55 @@ func (p *probeSvc) record(st svcState, start, end time.Time, ok bool) {
 			}
 		}
 		p.cur = st
+	} else if p.unsettled.IsZero() {
+		p.unsettled = start
 	}
 	p.versions = append(p.versions, version{st: st, From: start})
+}
+
+// settle reads the Service and its EndpointSlice back after a failed write
+// and records what the API holds: had the soak gone on from the state it
+// believed, an applied "failed" write (say a policy toggle) would have set
+// its history apart from the API's for good, and rules that follow the API
+// would have looked stale from then on. The state read may have been
+// current since the failed write began; the versions open until now may
+// have been too. It returns the read's error, nil when nothing was
+// unsettled.
+func (s *soak) settle(ctx context.Context, p *probeSvc) error {
+	p.mu.Lock()
+	since := p.unsettled
+	p.mu.Unlock()
+	if since.IsZero() {
+		return nil
+	}
+	svc, err := s.cs.CoreV1().Services(ns).Get(ctx, p.name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	sl, err := s.cs.DiscoveryV1().EndpointSlices(ns).Get(ctx, p.name+"-x", metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	st := svcState{
+		Local:    p.nodePort && svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
+		Affinity: svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP,
+	}
+	for _, ep := range sl.Endpoints {
+		name := s.podByIP[ep.Addresses[0]]
+		if ep.Conditions.Ready != nil && *ep.Conditions.Ready {
+			st.Ready = append(st.Ready, name)
+		} else {
+			st.NotReady = append(st.NotReady, name)
+		}
+	}
+	sort.Strings(st.Ready)
+	sort.Strings(st.NotReady)
+	p.record(st, since, time.Now(), true)
+	p.mu.Lock()
+	p.unsettled = time.Time{}
+	p.mu.Unlock()
+	logf("probed service %s settled after a failed write: ready %v, local %v", p.name, st.Ready, st.Local)
+	return nil
 }
 
 // current returns the versions current at some moment in [a, b].
@@ -277,6 +330,10 @@ func (s *soak) subset(names []string, allowEmpty bool) []string {
 
 func (s *soak) churnProbeEndpoints(ctx context.Context) {
 	p := s.probeSvcs[s.rnd.Intn(len(s.probeSvcs))]
+	if err := s.settle(ctx, p); err != nil {
+		s.churn.count("probe endpoints", err)
+		return
+	}
 	st := p.state()
 	all := s.podNames()
 	st.Ready = s.subset(all, true)
@@ -297,6 +354,10 @@ func (s *soak) churnProbeEndpoints(ctx context.Context) {
 
 func (s *soak) churnProbePolicy(ctx context.Context) {
 	p := s.probeSvcs[s.rnd.Intn(len(s.probeSvcs))]
+	if err := s.settle(ctx, p); err != nil {
+		s.churn.count("probe policy", err)
+		return
+	}
 	st := p.state()
 	if p.nodePort && s.rnd.Intn(2) == 0 {
 		st.Local = !st.Local
@@ -443,12 +504,16 @@ func contains(list []string, x string) bool {
 	return false
 }
 
-// markerWrite toggles externalTrafficPolicy of the NodePort probe Service
-// (a Service write, which only a node whose Service watch is back can
-// show: after an API server restart client-go's watches come back each
-// on its own backoff, up to 30 s apart). It returns the write's start, or
-// the zero time when there is no such Service or every try failed (at
-// most 10, 2 s apart, while the API server settles).
+// markerWrite proves a node's informers are back after an API server
+// restart: client-go's Service and EndpointSlice watches come back each on
+// its own backoff, up to 30 s apart, so it writes to both. It toggles the
+// NodePort probe Service's externalTrafficPolicy (a Service write), then
+// gives its EndpointSlice another non-empty set of ready pods; only a node
+// whose two watches are back shows the second write's state (new pods,
+// new policy, which the rules show only while there are endpoints). It
+// returns the start of the slice write, or the zero time when there is no
+// such Service or the writes did not get through (at most 10 tries, 2 s
+// apart, while the API server settles).
 func (s *soak) markerWrite(ctx context.Context) time.Time {
 	var p *probeSvc
 	for _, c := range s.probeSvcs {
@@ -461,21 +526,44 @@ func (s *soak) markerWrite(ctx context.Context) time.Time {
 	}
 	s.probeWrites.Lock()
 	defer s.probeWrites.Unlock()
+	toggled := false
 	for range 10 {
-		st := p.state()
-		st.Local = !st.Local
-		start := time.Now()
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := s.updateService(wctx, p.service(st))
-		cancel()
-		p.record(st, start, time.Now(), err == nil)
-		if err == nil {
-			return start
+		err := s.settle(wctx, p)
+		if err == nil && !toggled {
+			st := p.state()
+			st.Local = !st.Local
+			start := time.Now()
+			err = s.updateService(wctx, p.service(st))
+			p.record(st, start, time.Now(), err == nil)
+			toggled = err == nil
 		}
+		if err == nil {
+			st := p.state()
+			st.Ready, st.NotReady = markerReady(st.Ready, s.podNames()), nil
+			start := time.Now()
+			err = s.updateSlice(wctx, p.service(st), p.name+"-x", st.Ready, nil)
+			p.record(st, start, time.Now(), err == nil)
+			if err == nil {
+				cancel()
+				return start
+			}
+		}
+		cancel()
 		if ctx.Err() != nil {
 			break
 		}
 		sleep(ctx, 2*time.Second)
 	}
 	return time.Time{}
+}
+
+// markerReady is a non-empty set of ready pods other than cur.
+func markerReady(cur, all []string) []string {
+	if len(cur) > 1 {
+		return cur[1:]
+	}
+	out := slices.Clone(all)
+	sort.Strings(out)
+	return out
 }

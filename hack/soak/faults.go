@@ -26,15 +26,15 @@ import (
 const windowDefinition = `fault window = [S, E + probe timeout + 1 s] on the faulted node (API server: every node), where
   S = injector starts the fault, R = injector has undone it, E = end (daemon log time) of the first successful
   sync after R (from the first full one on, for flush/ipsets/kill) after which the node's nat table shows every probed Service as the
-  API had it at or after R (API server: and the marker Service write made after R), with the KUBE-SERVICES jumps in place.
+  API had it at or after R (API server: and the marker writes made after R, to a Service and then its EndpointSlice), with the KUBE-SERVICES jumps in place.
   A probe is inside when its [start,end] overlaps the window.`
 
 type fault struct {
 	kind    string
 	node    *node // nil: every node (API server)
 	S, R, E time.Time
-	// apiserver: the start of the marker write made after the restart
-	// (zero if it failed); see markerWrite.
+	// apiserver: the start of the marker's EndpointSlice write made after
+	// the restart (zero if it failed); see markerWrite.
 	marker time.Time
 	// per node: converged, and how
 	conv []nodeConv
@@ -333,8 +333,8 @@ func (s *soak) convergedAt(nd *node, f *fault, needFull bool, c *nodeConv) bool 
 // every probed Service as the API had it at or after f.R. After an API
 // server restart the rules were right all along, so the node must also
 // show a write made after the restart, proof that its informers are back:
-// the marker write (a Service write: the Service and EndpointSlice watches
-// come back separately), or any write when the marker failed.
+// the marker writes (to a Service, then to its EndpointSlice: the two
+// watches come back separately), or any write when the marker failed.
 func (s *soak) showsAfterSync(nd *node, ev logEvent, next time.Time, f *fault) bool {
 	needWrite := f.kind == "apiserver"
 	for _, sn := range nd.snapsBetween(ev.t, next) {
