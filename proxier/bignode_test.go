@@ -208,3 +208,27 @@ func TestStaleChainsRetriedAfterFailedDeletion(t *testing.T) {
 		t.Errorf("after the next sync %d old chains remain (%d pending), want them deleted", got, p.prog.stale.count())
 	}
 }
+
+// Dispatch buckets were named KUBE-SVCS-<hex> before they became
+// KUBE-DISPATCH-<hex> (a name that sorts first, for iptables-nft's restore
+// speed): on a node upgraded from that version the first full sync leaves
+// them unreferenced, and they are deleted as stale, with what they reach.
+func TestBucketsOfTheOldNameAreDeleted(t *testing.T) {
+	p, ipt := newTestProxier(t)
+	ctx := context.Background()
+	old := "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SVCS-0 - [0:0]\n:KUBE-SVC-OLDSERVICE00000 - [0:0]\n" +
+		"-A KUBE-SERVICES -m comment --comment \"services dispatch 0\" -d 0.0.0.0/0.0.0.15 -j KUBE-SVCS-0\n" +
+		"-A KUBE-SVCS-0 -m comment --comment \"old/svc:http cluster IP\" -m tcp -p tcp -d 203.0.113.16 --dport 80 -j KUBE-SVC-OLDSERVICE00000\n" +
+		"-A KUBE-SVC-OLDSERVICE00000 -j DNAT --to-destination 198.51.100.9:8080\nCOMMIT\n"
+	if err := ipt.Restore(ctx, []byte(old), iptables.RestoreOptions{NoFlush: true}); err != nil {
+		t.Fatal(err)
+	}
+	listed(p, []*v1.Service{webService}, []*discovery.EndpointSlice{webSlice})
+	mustSync(t, p)
+	if natChain(ipt, rules.ClusterPolicyChain(testobj.WebPortName)) == nil {
+		t.Fatal("the first sync did not write the rules")
+	}
+	if got := countPrefix(ipt, "KUBE-SVCS-") + countPrefix(ipt, "KUBE-SVC-OLD"); got != 0 {
+		t.Errorf("after the first full sync %d chains of the old buckets remain", got)
+	}
+}

@@ -6,6 +6,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/svcproxy/svcproxy/proxier/model"
 )
 
 func testVariants() []variant {
@@ -152,14 +157,14 @@ func TestRulesWalked(t *testing.T) {
 		t.Error("countRules")
 	}
 	dispatched := "-N KUBE-SERVICES\n" +
-		`-A KUBE-SERVICES -d ::/::f -m comment --comment "services dispatch 0" -j KUBE-SVCS-0` + "\n" +
-		`-A KUBE-SERVICES -d ::e/::f -m comment --comment "services dispatch E" -j KUBE-SVCS-E` + "\n" +
-		`-A KUBE-SERVICES -d ::f/::f -m comment --comment "services dispatch F" -j KUBE-SVCS-F` + "\n" +
+		`-A KUBE-SERVICES -d ::/::f -m comment --comment "services dispatch 0" -j KUBE-DISPATCH-0` + "\n" +
+		`-A KUBE-SERVICES -d ::e/::f -m comment --comment "services dispatch E" -j KUBE-DISPATCH-E` + "\n" +
+		`-A KUBE-SERVICES -d ::f/::f -m comment --comment "services dispatch F" -j KUBE-DISPATCH-F` + "\n" +
 		`-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS` + "\n"
 	buckets := map[string]string{
-		"KUBE-SVCS-F": "-N KUBE-SVCS-F\n" +
-			`-A KUBE-SVCS-F -d 2001:db8:5::3f/128 -m comment --comment "bench/svc-00001:p0 cluster IP" -j KUBE-SVC-D` + "\n" +
-			`-A KUBE-SVCS-F -d 2001:db8:5::1:ffff/128 -m comment --comment "bench/zz-last-1:tcp cluster IP" -j KUBE-SVC-C` + "\n",
+		"KUBE-DISPATCH-F": "-N KUBE-DISPATCH-F\n" +
+			`-A KUBE-DISPATCH-F -d 2001:db8:5::3f/128 -m comment --comment "bench/svc-00001:p0 cluster IP" -j KUBE-SVC-D` + "\n" +
+			`-A KUBE-DISPATCH-F -d 2001:db8:5::1:ffff/128 -m comment --comment "bench/zz-last-1:tcp cluster IP" -j KUBE-SVC-C` + "\n",
 	}
 	list := func(c string) (string, error) {
 		if s, ok := buckets[c]; ok {
@@ -256,5 +261,19 @@ func TestParseConfig(t *testing.T) {
 	}
 	if c.N != 200 || c.K != 5 || c.Conns != 200 || c.M != 10 || c.MinSync != 2*time.Second || c.Prefix != "svpbn" || c.Cap != 6*time.Minute || !c.Restore {
 		t.Errorf("config = %+v", c)
+	}
+}
+
+// The per-connection targets sit first and last in their dispatch
+// buckets, which the compact layout orders by KUBE-SVC chain name,
+// descending.
+func TestEchoTargetsAreFirstAndLastByChainName(t *testing.T) {
+	b := &bench{}
+	for _, e := range b.echoTargets(3) {
+		pn := model.ServicePortName{NamespacedName: types.NamespacedName{Namespace: kns, Name: e.name}, Port: "tcp", Protocol: corev1.ProtocolTCP}
+		want := map[string]string{"first": "ZZZ", "last": "222"}[e.which]
+		if !strings.HasPrefix(pn.Hash(), want) {
+			t.Errorf("%s target %s: chain hash %s, want one beginning %s", e.which, e.name, pn.Hash(), want)
+		}
 	}
 }

@@ -125,7 +125,7 @@ func (b *bench) connectionCost(ctx context.Context, d *daemon) (connCost, error)
 // rulesWalked returns how many nat rules a new connection to ip walks up to
 // and including its Service's rule (the one whose comment is comment):
 // its position in KUBE-SERVICES (svcs, as `ip6tables -S` lists it) or, when
-// KUBE-SERVICES dispatches ("-d VALUE/MASK -j KUBE-SVCS-..."), the position
+// KUBE-SERVICES dispatches ("-d VALUE/MASK -j KUBE-DISPATCH-..."), the position
 // of the matching bucket rule plus the rule's position in that bucket
 // (listed with list).
 func rulesWalked(svcs string, list func(chain string) (string, error), comment, ip string) (float64, error) {
@@ -179,7 +179,7 @@ func dispatchJump(line string, dst netip.Addr) (string, bool) {
 			target = f[k+1]
 		}
 	}
-	if match == "" || !strings.HasPrefix(target, "KUBE-SVCS-") {
+	if match == "" || !strings.HasPrefix(target, "KUBE-DISPATCH-") {
 		return "", false
 	}
 	value, mask, ok := strings.Cut(match, "/")

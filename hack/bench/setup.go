@@ -5,16 +5,19 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
 	"github.com/svcproxy/svcproxy/hack/lab"
+	"github.com/svcproxy/svcproxy/proxier/model"
 )
 
 const (
@@ -123,10 +126,13 @@ func (b *bench) tearDown() {
 // order. svcproxy orders KUBE-SERVICES (kube-proxy layout, and compact
 // below 257 ports) by namespace/name:port, and the compact layout's
 // dispatch buckets by the low 16 bits of the cluster IP (bucket 0 first)
-// and within a bucket by name: "a-first-*" at ::<node>:0 is first,
-// "zz-last-*" at ::<node>:ffff last. kube-proxy's iptables mode writes
-// KUBE-SERVICES in Go map order (the positions are measured and printed);
-// its nftables mode looks cluster IPs up in a verdict map.
+// and within a bucket by their KUBE-SVC chain's name, descending: the
+// "first" target, "a-first-<node>-<k>" at ::<node>:0, has a chain hash
+// beginning "ZZZ" and the "last", "zz-last-<node>-<k>" at ::<node>:ffff,
+// one beginning "222" (base32's first and last in ASCII order), k found by
+// search. kube-proxy's iptables mode writes KUBE-SERVICES in Go map order
+// (the positions are measured and printed); its nftables mode looks
+// cluster IPs up in a verdict map.
 type echoTarget struct {
 	which string // "first" or "last"
 	name  string
@@ -135,9 +141,23 @@ type echoTarget struct {
 
 func (b *bench) echoTargets(node int) []echoTarget {
 	return []echoTarget{
-		{"first", fmt.Sprintf("a-first-%d", node), fmt.Sprintf("2001:db8:5::%x:0", node)},
-		{"last", fmt.Sprintf("zz-last-%d", node), fmt.Sprintf("2001:db8:5::%x:ffff", node)},
+		{"first", extremeName(fmt.Sprintf("a-first-%d", node), "ZZZ"), fmt.Sprintf("2001:db8:5::%x:0", node)},
+		{"last", extremeName(fmt.Sprintf("zz-last-%d", node), "222"), fmt.Sprintf("2001:db8:5::%x:ffff", node)},
 	}
+}
+
+// extremeName is base-k, for the first k whose port "tcp" chain hash begins
+// with hashPrefix (one name in 32,768 does: the search is bounded at a
+// million, far beyond that).
+func extremeName(base, hashPrefix string) string {
+	for k := range 1 << 20 {
+		name := fmt.Sprintf("%s-%d", base, k)
+		pn := model.ServicePortName{NamespacedName: types.NamespacedName{Namespace: kns, Name: name}, Port: "tcp", Protocol: corev1.ProtocolTCP}
+		if strings.HasPrefix(pn.Hash(), hashPrefix) {
+			return name
+		}
+	}
+	return base
 }
 
 // clusterObjects creates the bench namespace, the Node objects and, per

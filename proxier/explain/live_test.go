@@ -146,7 +146,7 @@ func TestExplainLiveReadErrors(t *testing.T) {
 }
 
 // Live explain on a node of many Services, in both layouts: svcproxy's
-// compact one (KUBE-SERVICES dispatches to KUBE-SVCS-* buckets by address
+// compact one (KUBE-SERVICES dispatches to KUBE-DISPATCH-* buckets by address
 // mask) and kube-proxy's (one KUBE-SERVICES rule per destination, a
 // KUBE-SEP chain per endpoint). It reads a handful of chains either way,
 // never a whole table.

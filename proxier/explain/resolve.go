@@ -1,6 +1,7 @@
 package explain
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -157,7 +158,7 @@ var serviceCommentRE = regexp.MustCompile(`^(\S+/\S+:\S*) (cluster IP|has no end
 
 // ResolveFromComments finds ref in the comments of the rules of nat
 // KUBE-SERVICES, then filter KUBE-SERVICES (Services without endpoints),
-// and of the dispatch chains (KUBE-SVCS-*) they jump to, as a live node or
+// and of the dispatch chains (KUBE-DISPATCH-*) they jump to, as a live node or
 // a saved file holds them. proto, when not empty, narrows the ports.
 func ResolveFromComments(ref ServiceRef, src trace.Chains, proto string) (ServicePort, error) {
 	var cands []ServicePort
@@ -175,10 +176,21 @@ func ResolveFromComments(ref ServiceRef, src trace.Chains, proto string) (Servic
 			break // a Service with endpoints is all in nat
 		}
 	}
+	// The rules hold the ports in no order a reader expects (the compact
+	// layout's buckets go by chain name): list them by number.
+	slices.SortStableFunc(cands, func(a, b ServicePort) int {
+		return cmp.Or(cmp.Compare(a.Port, b.Port), strings.Compare(a.Protocol, b.Protocol), strings.Compare(a.Name, b.Name))
+	})
 	if len(cands) == 0 {
 		return ServicePort{}, inputErrorf("service %s/%s not found in the rule comments of the nat and filter KUBE-SERVICES chains (is it programmed on this node? is the name right?)", ref.Namespace, ref.Name)
 	}
 	return choosePort(ref, cands, proto)
+}
+
+// isDispatchChain: the compact layout's dispatch buckets, KUBE-DISPATCH-*
+// (KUBE-SVCS-* before 2026-12, which saved rule files may still hold).
+func isDispatchChain(name string) bool {
+	return strings.HasPrefix(name, "KUBE-DISPATCH-") || strings.HasPrefix(name, "KUBE-SVCS-")
 }
 
 // commentedPorts lists the ports of ref's Service that one table's
@@ -191,7 +203,7 @@ func commentedPorts(ref ServiceRef, src trace.Chains, table iptables.Table) ([]S
 	chains := []*iptables.Chain{top}
 	var buckets []chainName
 	for _, r := range top.Rules {
-		if spec, err := iptables.ParseRuleArgs(r.Args); err == nil && strings.HasPrefix(spec.Target.Name, "KUBE-SVCS-") {
+		if spec, err := iptables.ParseRuleArgs(r.Args); err == nil && isDispatchChain(spec.Target.Name) {
 			buckets = append(buckets, chainName{table, spec.Target.Name})
 		}
 	}

@@ -77,7 +77,7 @@ func TestResolveFromComments(t *testing.T) {
 	if err := fake.Restore(context.Background(), rules.WithJumps(rules.Render(snap, cfg, rules.RenderOptions{Full: true}).Data, rules.JumpsFor(cfg)), iptables.RestoreOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if top, _ := fake.SaveChain(context.Background(), iptables.TableNAT, "KUBE-SERVICES"); !strings.Contains(string(top), "-j KUBE-SVCS-") {
+	if top, _ := fake.SaveChain(context.Background(), iptables.TableNAT, "KUBE-SERVICES"); !strings.Contains(string(top), "-j KUBE-DISPATCH-") {
 		t.Fatalf("no dispatch buckets:\n%s", top)
 	}
 	chains := NewLiveChains(context.Background(), fake)

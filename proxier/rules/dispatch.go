@@ -31,9 +31,14 @@ const (
 	maxBuckets = 1024
 )
 
-// prefixBucket names dispatch bucket chains: KUBE-SVCS-<bucket in hex>.
-// ("KUBE-SVCS-" is not a prefix of kube-proxy's "KUBE-SVC-" chains.)
-const prefixBucket = "KUBE-SVCS-"
+// prefixBucket names dispatch bucket chains: KUBE-DISPATCH-<bucket in
+// hex>. It sorts before every other chain of ours, which keeps iptables-nft's
+// restore fast (see tableWriter.writeNFTOrder).
+const prefixBucket = "KUBE-DISPATCH-"
+
+// prefixBucketBefore named the buckets before 2026-12 (KUBE-SVCS-<hex>):
+// a node upgraded from such a version deletes them as stale chains.
+const prefixBucketBefore = "KUBE-SVCS-"
 
 // dispatchBuckets is how many buckets KUBE-SERVICES dispatches to (0: it is
 // flat). The ideal is about √n, so a connection walks about 2√n rules;

@@ -43,7 +43,7 @@ func TestDispatchGoldenAndFlows(t *testing.T) {
 	defer rules.SetDispatchThreshold(2)()
 	sc := dispatchScenario()
 	checkGolden(t, goldenPath(rules.LayoutCompact, sc.name), sc.render(t, rules.LayoutCompact).Data)
-	if kp := sc.render(t, rules.LayoutKubeProxy).Data; bytes.Contains(kp, []byte("KUBE-SVCS-")) {
+	if kp := sc.render(t, rules.LayoutKubeProxy).Data; bytes.Contains(kp, []byte("KUBE-DISPATCH-")) {
 		t.Errorf("kube-proxy's layout dispatches:\n%s", kp)
 	}
 	runFlows(t, applyToFake(t, sc), defaultTraceContext(), []flow{
@@ -81,10 +81,10 @@ func TestDispatchPartialMatchesRebuild(t *testing.T) {
 	}{
 		{"web2 loses its endpoint", "web2", func() ([]*v1.Service, []*discovery.EndpointSlice) {
 			return sc.services, []*discovery.EndpointSlice{sc.slices[0], sc.slices[2]}
-		}, []string{"KUBE-SVCS-A"}, []string{"KUBE-SVCS-4", "KUBE-SVC-XRY76EGRC3BSCIIJ"}},
+		}, []string{"KUBE-DISPATCH-A"}, []string{"KUBE-DISPATCH-4", "KUBE-SVC-XRY76EGRC3BSCIIJ"}},
 		{"shop is deleted", "shop", func() ([]*v1.Service, []*discovery.EndpointSlice) {
 			return []*v1.Service{sc.services[0], sc.services[1], sc.services[3]}, []*discovery.EndpointSlice{sc.slices[0], sc.slices[1]}
-		}, nil, []string{"KUBE-SVCS-A", "KUBE-SVC-XRY76EGRC3BSCIIJ"}},
+		}, nil, []string{"KUBE-DISPATCH-A", "KUBE-SVC-XRY76EGRC3BSCIIJ"}},
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {

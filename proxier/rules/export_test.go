@@ -7,3 +7,11 @@ func SetDispatchThreshold(n int) (restore func()) {
 	dispatchThreshold = n
 	return func() { dispatchThreshold = old }
 }
+
+// SetNFTOrder turns the compact layout's iptables-nft chain order on or off
+// for a test; the returned function restores it.
+func SetNFTOrder(on bool) (restore func()) {
+	old := writeForNFT
+	writeForNFT = on
+	return func() { writeForNFT = old }
+}

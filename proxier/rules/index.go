@@ -3,6 +3,7 @@ package rules
 import (
 	"maps"
 	"slices"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/types"
 
@@ -173,15 +174,26 @@ func (ix *Index) nonEmptyBuckets(table string) []string {
 }
 
 // entriesOf writes the lines of every port in chain key ("table/chain"),
-// in port order.
+// in port order; a dispatch bucket's lines that jump to a chain go in
+// descending order of that chain's name (then port order), the order in
+// which the compact layout's restore input writes the chains (see
+// tableWriter.writeNFTOrder). A bucket's lines match disjoint
+// destinations, so their order does not change what a packet meets.
 func (ix *Index) entriesOf(key string, w *tableWriter) {
 	table, chain := splitKey(key)
+	var lines []string
 	for _, name := range sortPortNames(ix.members[key]) {
 		for _, e := range ix.ports[name].entries {
 			if e.table == table && e.chain == chain {
-				w.raw(chain, e.line)
+				lines = append(lines, e.line)
 			}
 		}
+	}
+	if isBucketChain(chain) {
+		slices.SortStableFunc(lines, func(a, b string) int { return strings.Compare(jumpTarget(b), jumpTarget(a)) })
+	}
+	for _, line := range lines {
+		w.raw(chain, line)
 	}
 }
 

@@ -74,7 +74,7 @@ func IsServiceChain(chain string) bool {
 var deletionLevels = []struct {
 	prefix string
 	level  int
-}{{prefixBucket, 0}, {prefixFirewall, 1}, {prefixExternal, 2}, {prefixServiceCluster, 3}, {prefixServiceLocal, 3}, {prefixEndpoint, 4}}
+}{{prefixBucket, 0}, {prefixBucketBefore, 0}, {prefixFirewall, 1}, {prefixExternal, 2}, {prefixServiceCluster, 3}, {prefixServiceLocal, 3}, {prefixEndpoint, 4}}
 
 // deletionLevel is chain's level, or -1 for a chain that is not
 // per-service.

@@ -1,6 +1,7 @@
 package rules_test
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/svcproxy/svcproxy/proxier/model"
@@ -33,10 +34,22 @@ func TestChainNamesMatchKubeProxy(t *testing.T) {
 func TestIsServiceChain(t *testing.T) {
 	for chain, want := range map[string]bool{
 		"KUBE-SVC-X": true, "KUBE-SVL-X": true, "KUBE-SEP-X": true, "KUBE-FW-X": true, "KUBE-EXT-X": true,
+		// dispatch buckets, and their name before 2026-12 (a node upgraded
+		// from that version deletes them as stale)
+		"KUBE-DISPATCH-1F": true, "KUBE-SVCS-1F": true,
 		"KUBE-SERVICES": false, "KUBE-NODEPORTS": false, "KUBE-MARK-MASQ": false, "CNI-FOO": false,
 	} {
 		if got := rules.IsServiceChain(chain); got != want {
 			t.Errorf("IsServiceChain(%q) = %v, want %v", chain, got, want)
 		}
+	}
+}
+
+// Buckets of either name are deleted before the service chains they jump to.
+func TestDeletionOrderPutsBucketsFirst(t *testing.T) {
+	got := rules.DeletionOrder([]string{"KUBE-SEP-A", "KUBE-SVC-A", "KUBE-SVCS-0", "KUBE-EXT-A", "KUBE-DISPATCH-0", "KUBE-FW-A"})
+	want := []string{"KUBE-DISPATCH-0", "KUBE-SVCS-0", "KUBE-FW-A", "KUBE-EXT-A", "KUBE-SVC-A", "KUBE-SEP-A"}
+	if !slices.Equal(got, want) {
+		t.Errorf("DeletionOrder = %v, want %v", got, want)
 	}
 }

@@ -167,6 +167,11 @@ type render struct {
 	index     *Index
 }
 
+// writeForNFT: the compact layout's chains are written in the order
+// iptables-nft restores fastest (tableWriter.writeNFTOrder); tests turn it
+// off to compare with sorted output.
+var writeForNFT = true
+
 // Render turns the snapshot and node configuration into iptables-restore
 // input for the filter and nat tables. It is a pure function: the same input
 // always yields byte-identical output.
@@ -174,8 +179,8 @@ func Render(snap *model.Snapshot, cfg *NodeConfig, opts RenderOptions) *Rendered
 	r := &render{
 		cfg:       cfg,
 		snap:      snap,
-		filter:    newTableWriter("filter"),
-		nat:       newTableWriter("nat"),
+		filter:    newTableWriter("filter", writeForNFT && cfg.layout() == LayoutCompact),
+		nat:       newTableWriter("nat", writeForNFT && cfg.layout() == LayoutCompact),
 		largeMode: LargeMode(snap),
 		mark:      cfg.MasqueradeMark(),
 	}
