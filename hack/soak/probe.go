@@ -195,8 +195,9 @@ func (s *soak) classify() (stale []string) {
 		if lag > propBound {
 			if !r.inWindow && !s.faults.covers(tg.via, oldestSn.t, oldestSn.t) {
 				st := oldestSn.states[tg.svc.name]
-				stale = append(stale, fmt.Sprintf("%s at %s: rules %.1fs stale (read at %s: %v/%v local=%v; API now %v)", tg, r.t0.Format("15:04:05.000"),
-					lag.Seconds(), oldestSn.t.Format("15:04:05.000"), st.HTTP, st.DNS, st.Local, tg.svc.stateAt(r.t0).Ready))
+				now := tg.svc.stateAt(r.t0)
+				stale = append(stale, fmt.Sprintf("%s at %s: rules %.1fs stale (read at %s: %v/%v local=%v; API now %v local=%v)", tg, r.t0.Format("15:04:05.000"),
+					lag.Seconds(), oldestSn.t.Format("15:04:05.000"), st.HTTP, st.DNS, st.Local, now.Ready, now.Local))
 			}
 			lag = propBound
 		}

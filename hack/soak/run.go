@@ -1,6 +1,7 @@
 package main
 
 import (
+	"path/filepath"
 	"context"
 	"fmt"
 	"os"
@@ -190,7 +191,10 @@ func (s *soak) report(runStart time.Time) int {
 	}
 	if len(stale) > 0 {
 		missed = append(missed, fmt.Sprintf("rules more than %s stale outside fault windows (%d probes)", propBound, len(stale)))
-		p("  rules stale > %s outside fault windows: %d probes, e.g. %s", propBound, len(stale), stale[0])
+		p("  rules stale > %s outside fault windows: %d probes, e.g.", propBound, len(stale))
+		for _, e := range stale[:min(3, len(stale))] {
+			p("    %s", e)
+		}
 	}
 
 	// Faults.
@@ -344,7 +348,7 @@ func orEmpty(prefix, s string) string {
 }
 
 // writeTimeline saves, for a post-mortem, each probed Service's API
-// versions and each node's rule reads in the state directory.
+// versions and each node's rule reads next to the daemons' logs.
 func (s *soak) writeTimeline() {
 	var b strings.Builder
 	for _, p := range s.probeSvcs {
@@ -369,7 +373,8 @@ func (s *soak) writeTimeline() {
 		}
 		nd.mu.Unlock()
 	}
-	path := s.l.StateDir + "/soak-timeline.txt"
+	// In the logs directory, which outlives the lab.
+	path := filepath.Join(s.l.StateDir, "logs", "soak-timeline.txt")
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		logf("timeline: %v", err)
 	}
