@@ -1,10 +1,10 @@
 package main
 
 import (
-	"path/filepath"
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
