@@ -214,8 +214,9 @@ func TestTargets(t *testing.T) {
 	r.rss = []float64{40, 60, 300, 100}
 	got := strings.Join(r.targets(10000), "\n")
 	for _, want := range []string{
-		"svcproxy     cold start (process start → programmed) ≤ 0.5× kube-proxy nftables mode's: 10.00 s / 40.00 s = 0.25× → MET",
-		"svp-kplayout cold start (process start → programmed) ≤ 0.5× kube-proxy nftables mode's: 100.00 s / 40.00 s = 2.50× → MISSED by 400%",
+		"svcproxy     full sync (metric) ≤ 0.2× kube-proxy nftables mode's: 10.00 s / 30.00 s = 0.33× → MISSED by 67%",
+		"svcproxy     cold start (process start → programmed) ≤ 0.2× kube-proxy nftables mode's: 10.00 s / 40.00 s = 0.25× → MISSED by 25%",
+		"svp-kplayout cold start (process start → programmed) ≤ 0.2× kube-proxy nftables mode's: 100.00 s / 40.00 s = 2.50× → MISSED by 1150%",
 		"svcproxy     full sync (metric) ≤ 1.5× the bare ip6tables-restore of its text: 10.00 s / 8.00 s = 1.25× → MET",
 		"svp-kplayout full sync (metric) ≤ 1.5× the bare ip6tables-restore of its text: 100.00 s / 50.00 s = 2.00× → MISSED by 33%",
 		"svcproxy     one-endpoint change ≤ 100 ms: 50 ms → MET",

@@ -78,9 +78,14 @@ func (r results) targets(n int) []string {
 		if !v.svcproxy {
 			continue
 		}
-		ratio := r.cold[k] / at(r.cold, kpN)
-		out = append(out, fmt.Sprintf("  %-12s cold start (process start → programmed) ≤ 0.5× kube-proxy nftables mode's: %.2f s / %.2f s = %.2f× → %s",
-			v.label, r.cold[k], at(r.cold, kpN), ratio, verdict(ratio, 0.5, capped(kpN), capped(k))))
+		// Issue 9: "full sync at 10,000 ≤ 0.2× kube-proxy nftables mode's",
+		// judged on the daemons' full-sync metric and on the whole cold start.
+		ratio := r.fullSync[k] / at(r.fullSync, kpN)
+		out = append(out, fmt.Sprintf("  %-12s full sync (metric) ≤ 0.2× kube-proxy nftables mode's: %.2f s / %.2f s = %.2f× → %s",
+			v.label, r.fullSync[k], at(r.fullSync, kpN), ratio, verdict(ratio, 0.2, capped(kpN), capped(k))))
+		ratio = r.cold[k] / at(r.cold, kpN)
+		out = append(out, fmt.Sprintf("  %-12s cold start (process start → programmed) ≤ 0.2× kube-proxy nftables mode's: %.2f s / %.2f s = %.2f× → %s",
+			v.label, r.cold[k], at(r.cold, kpN), ratio, verdict(ratio, 0.2, capped(kpN), capped(k))))
 		ratio = r.fullSync[k] / r.bare[k]
 		out = append(out, fmt.Sprintf("  %-12s full sync (metric) ≤ 1.5× the bare ip6tables-restore of its text: %.2f s / %.2f s = %.2f× → %s",
 			v.label, r.fullSync[k], r.bare[k], ratio, verdict(ratio, 1.5, false, capped(k))))
