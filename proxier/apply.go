@@ -29,6 +29,28 @@ type ApplyRequest struct {
 	// Clock times the restore (its bound and progress log); nil means the
 	// real clock.
 	Clock clock.WithTickerAndDelayedExecution
+	// Steps, when not nil, gets how long each step took.
+	Steps *Steps
+}
+
+// Steps is how long the steps of one sync took: what the one-line sync log
+// shows, so that a slow sync says where its time went.
+type Steps struct {
+	Jumps, Render, Restore, ListChains time.Duration
+}
+
+// LogValues are the steps as log key/value pairs (only those that ran).
+func (s Steps) LogValues() []any {
+	var kv []any
+	for _, st := range []struct {
+		key string
+		d   time.Duration
+	}{{"jumps", s.Jumps}, {"render", s.Render}, {"restore", s.Restore}, {"listChains", s.ListChains}} {
+		if st.d > 0 {
+			kv = append(kv, st.key, st.d.Round(time.Millisecond))
+		}
+	}
+	return kv
 }
 
 // ApplyError says which step of Apply failed. Restore failures wrap an
@@ -55,6 +77,16 @@ func (e *ApplyError) Unwrap() error { return e.Err }
 // Apply never reads a whole table: stale chains are the caller's business
 // (see Rendered.Unreferenced and Index.Chains).
 func Apply(ctx context.Context, ipt iptables.Interface, req ApplyRequest) (*rules.Rendered, error) {
+	clk := req.Clock
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	steps := req.Steps
+	if steps == nil {
+		steps = &Steps{}
+	}
+	*steps = Steps{}
+	start := clk.Now()
 	if req.Full {
 		if err := EnsureJumps(ctx, ipt, req.Config); err != nil {
 			return nil, &ApplyError{Step: "ensure jumps", Err: err}
@@ -68,12 +100,14 @@ func Apply(ctx context.Context, ipt iptables.Interface, req ApplyRequest) (*rule
 			opts.ExistingNATChains = []string{rules.ChainPodEgress}
 		}
 	}
+	steps.Jumps = clk.Since(start)
+	start = clk.Now()
 	rendered := rules.Render(req.Snapshot, req.Config, opts)
-	clk := req.Clock
-	if clk == nil {
-		clk = clock.RealClock{}
-	}
-	if err := restoreWatched(ctx, clk, ipt, rendered.Data); err != nil {
+	steps.Render = clk.Since(start)
+	start = clk.Now()
+	err := restoreWatched(ctx, clk, ipt, rendered.Data)
+	steps.Restore = clk.Since(start)
+	if err != nil {
 		return rendered, &ApplyError{Step: "restore", Err: err}
 	}
 	return rendered, nil

@@ -232,3 +232,26 @@ func TestBucketsOfTheOldNameAreDeleted(t *testing.T) {
 		t.Errorf("after the first full sync %d chains of the old buckets remain", got)
 	}
 }
+
+// A full sync's log line says where its time went: the restore's share is
+// the time the restore took (here 7 s, stepped on the fake clock), and the
+// chain listing that follows a full sync is timed too.
+func TestSyncStepsAreTimed(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Unix(1_700_000_000, 0))
+	p, ipt := newClockedProxier(t, clk)
+	ipt.BeforeRestore = func(context.Context) error {
+		clk.Step(7 * time.Second)
+		return nil
+	}
+	if err := p.syncProxyRules(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	steps := p.prog.Steps()
+	if steps.Restore != 7*time.Second || steps.Jumps != 0 || steps.Render != 0 {
+		t.Errorf("steps %+v: want a restore of 7s and nothing else (the clock moved only during the restore)", steps)
+	}
+	kv := fmt.Sprint(steps.LogValues())
+	if kv != "[restore 7s]" {
+		t.Errorf("log values %s, want [restore 7s]", kv)
+	}
+}

@@ -31,6 +31,8 @@ type Programmer struct {
 	staleFailures int
 	// canariesMade is read by the Proxier's canary watcher.
 	canariesMade atomic.Bool
+	// steps: how long the last Program call's steps took.
+	steps Steps
 }
 
 // NewProgrammer returns a Programmer for ipt, whose family (for metrics and
@@ -58,7 +60,7 @@ type ProgramRequest struct {
 // render: every chain of ours in the kernel that the rules do not use). On
 // failure it forgets the Index, so the next call renders in full.
 func (g *Programmer) Program(ctx context.Context, req ProgramRequest) (*rules.Rendered, error) {
-	rendered, err := Apply(ctx, g.ipt, ApplyRequest{Snapshot: req.Snapshot, Config: req.Config, Full: req.Full, Changed: req.Changed, Previous: g.last, Clock: g.clock})
+	rendered, err := Apply(ctx, g.ipt, ApplyRequest{Snapshot: req.Snapshot, Config: req.Config, Full: req.Full, Changed: req.Changed, Previous: g.last, Clock: g.clock, Steps: &g.steps})
 	if err != nil {
 		// The caller logs it (the error names the restore's offending
 		// line and the lines around it).
@@ -67,7 +69,9 @@ func (g *Programmer) Program(ctx context.Context, req ProgramRequest) (*rules.Re
 	}
 	g.last = rendered.Index
 	if rendered.Full {
+		start := g.clock.Now()
 		g.findStaleChains(ctx)
+		g.steps.ListChains = g.clock.Since(start)
 	} else {
 		g.stale.add(rendered.Unreferenced)
 	}
@@ -141,6 +145,9 @@ func (g *Programmer) DeleteStale(ctx context.Context) (deleted, left int) {
 // staleRetries is how many times in a row a failed stale-chain batch is
 // tried again.
 const staleRetries = 3
+
+// Steps is how long the last Program call's steps took.
+func (g *Programmer) Steps() Steps { return g.steps }
 
 // CanariesMade reports whether a full sync has created the canary chains.
 func (g *Programmer) CanariesMade() bool { return g.canariesMade.Load() }

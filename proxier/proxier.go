@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -364,10 +365,12 @@ func (p *Proxier) syncProxyRules(ctx context.Context) error {
 	if full {
 		// One line per full sync at the default verbosity, with what the
 		// node now holds: "programmed" is told from "stuck" without -v.
-		p.log.Info("Synced all proxy rules", append(counts, "layout", rendered.Index.Layout(), "natRules", rendered.NATRulesTotal,
-			"filterRules", rendered.FilterRules, "restoreBytes", len(rendered.Data), "staleChainsDeleted", deleted, "staleChainsLeft", left, "elapsed", took)...)
+		p.log.Info("Synced all proxy rules", slices.Concat(counts, []any{"layout", rendered.Index.Layout(), "natRules", rendered.NATRulesTotal,
+			"filterRules", rendered.FilterRules, "restoreBytes", len(rendered.Data), "staleChainsDeleted", deleted, "staleChainsLeft", left, "elapsed", took},
+			p.prog.Steps().LogValues())...)
 	} else {
-		p.log.V(2).Info("Synced proxy rules", append(counts, "changedServices", len(changed), "restoreBytes", len(rendered.Data), "staleChainsDeleted", deleted, "elapsed", took)...)
+		p.log.V(2).Info("Synced proxy rules", slices.Concat(counts, []any{"changedServices", len(changed), "restoreBytes", len(rendered.Data), "staleChainsDeleted", deleted, "elapsed", took},
+			p.prog.Steps().LogValues())...)
 		p.partial.add(len(changed), took)
 		if p.partial.since.IsZero() {
 			p.partial.since = start
