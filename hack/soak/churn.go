@@ -293,13 +293,13 @@ func (s *soak) runChurn(ctx context.Context, until time.Time) {
 		}
 		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		r := s.rnd.Intn(100)
-		switch {
-		case r < 40:
-			s.probeWrites.Lock()
+		// While the fault injector holds the probed Services still (see
+		// markerWrite), their turn goes to the other Services.
+		switch probe := r < 50 && s.probeWrites.TryLock(); {
+		case probe && r < 40:
 			s.churnProbeEndpoints(wctx)
 			s.probeWrites.Unlock()
-		case r < 50:
-			s.probeWrites.Lock()
+		case probe:
 			s.churnProbePolicy(wctx)
 			s.probeWrites.Unlock()
 		default:
@@ -506,15 +506,19 @@ func contains(list []string, x string) bool {
 
 // markerWrite proves a node's informers are back after an API server
 // restart: client-go's Service and EndpointSlice watches come back each on
-// its own backoff, up to 30 s apart, so it writes to both. It toggles the
-// NodePort probe Service's externalTrafficPolicy (a Service write), then
-// gives its EndpointSlice another non-empty set of ready pods; only a node
-// whose two watches are back shows the second write's state (new pods,
-// new policy, which the rules show only while there are endpoints). It
-// returns the start of the slice write, or the zero time when there is no
-// such Service or the writes did not get through (at most 10 tries, 2 s
-// apart, while the API server settles).
-func (s *soak) markerWrite(ctx context.Context) time.Time {
+// its own backoff, up to 30 s apart (50 s seen), so it writes to both. It
+// toggles the NodePort probe Service's externalTrafficPolicy (a Service
+// write), then gives its EndpointSlice another non-empty set of ready pods;
+// only a node whose two watches are back shows the second write's state
+// (new pods, new policy, which the rules show only while there are
+// endpoints). Until release is called, no probed Service is written
+// again: a later write could take the policy back to what a node whose
+// Service watch is not back still shows, and such a node would look
+// converged (a 30-minute run saw a node show a 74 s old policy after that).
+// It returns the start of the slice write and release, or the zero time
+// and nil when there is no such Service or the writes did not get through
+// (at most 10 tries, 2 s apart, while the API server settles).
+func (s *soak) markerWrite(ctx context.Context) (time.Time, func()) {
 	var p *probeSvc
 	for _, c := range s.probeSvcs {
 		if c.nodePort {
@@ -522,10 +526,9 @@ func (s *soak) markerWrite(ctx context.Context) time.Time {
 		}
 	}
 	if p == nil {
-		return time.Time{}
+		return time.Time{}, nil
 	}
 	s.probeWrites.Lock()
-	defer s.probeWrites.Unlock()
 	toggled := false
 	for range 10 {
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -546,7 +549,8 @@ func (s *soak) markerWrite(ctx context.Context) time.Time {
 			p.record(st, start, time.Now(), err == nil)
 			if err == nil {
 				cancel()
-				return start
+				var once sync.Once
+				return start, func() { once.Do(s.probeWrites.Unlock) }
 			}
 		}
 		cancel()
@@ -555,7 +559,8 @@ func (s *soak) markerWrite(ctx context.Context) time.Time {
 		}
 		sleep(ctx, 2*time.Second)
 	}
-	return time.Time{}
+	s.probeWrites.Unlock()
+	return time.Time{}, nil
 }
 
 // markerReady is a non-empty set of ready pods other than cur.

@@ -36,6 +36,9 @@ type fault struct {
 	// apiserver: the start of the marker's EndpointSlice write made after
 	// the restart (zero if it failed); see markerWrite.
 	marker time.Time
+	// release ends the freeze of probed-Service writes that a successful
+	// marker write begins (nil: no freeze).
+	release func()
 	// per node: converged, and how
 	conv []nodeConv
 	note string
@@ -135,6 +138,9 @@ func (s *soak) runFaults(ctx context.Context, until time.Time) {
 		s.faults.add(f)
 		s.inject(ctx, f)
 		s.converge(ctx, f)
+		if f.release != nil {
+			f.release() // the probed Services may change again
+		}
 		sleep(ctx, gap)
 	}
 }
@@ -213,7 +219,7 @@ done`); derr != nil {
 	}
 	f.R = time.Now()
 	if f.kind == "apiserver" && err == nil {
-		if f.marker = s.markerWrite(ctx); f.marker.IsZero() {
+		if f.marker, f.release = s.markerWrite(ctx); f.marker.IsZero() {
 			f.note = strings.TrimSpace(f.note + " marker write failed: convergence is judged on any write after the restart")
 		}
 	}
@@ -351,7 +357,8 @@ func (s *soak) showsAfterSync(nd *node, ev logEvent, next time.Time, f *fault) b
 			case f.marker.IsZero():
 				fresh = fresh || p.showsWrittenAfter(sn, f.R)
 			case p.nodePort:
-				// The marker's own version and every later one.
+				// The marker's own version (no probed Service is
+				// written again before this fault converged).
 				fresh = fresh || p.showsWrittenAfter(sn, f.marker.Add(-time.Nanosecond))
 			}
 		}

@@ -35,7 +35,8 @@ type soak struct {
 	rnd *rand.Rand // churn only (one goroutine)
 	// probeWrites orders the probed Services' writes: the churn's and the
 	// fault injector's marker write (each reads the current state, then
-	// writes a changed one).
+	// writes a changed one). The injector holds it from its marker write
+	// until the fault converged; the churn then skips the probed Services.
 	probeWrites sync.Mutex
 
 	l       *lab.Lab
