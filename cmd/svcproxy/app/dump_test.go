@@ -251,3 +251,42 @@ endpoints: [{addresses: ["198.51.100.2"]}]
 		}
 	}
 }
+
+// --sorted prints the same lines, declarations first and chains in name
+// order, for reading.
+func TestDumpSorted(t *testing.T) {
+	args := []string{"dump", "-f", "../../../manifests/examples", "--node-name", "node1", "--cluster-cidr", "198.51.100.0/24", "--jumps"}
+	code, plain, errOut := runMain(t, "", args...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	code, sorted, errOut := runMain(t, "", append(args, "--sorted")...)
+	if code != 0 {
+		t.Fatalf("--sorted: exit %d: %s", code, errOut)
+	}
+	lines := func(s string) []string { l := strings.Split(s, "\n"); slices.Sort(l); return l }
+	if !slices.Equal(lines(plain), lines(sorted)) {
+		t.Fatal("--sorted changed the lines, not only their order")
+	}
+	for _, table := range strings.Split(sorted, "COMMIT\n") {
+		var decls, chains []string
+		sawRule := false
+		for _, l := range strings.Split(table, "\n") {
+			switch {
+			case strings.HasPrefix(l, ":"):
+				if sawRule {
+					t.Fatalf("declaration %q after a rule", l)
+				}
+				decls = append(decls, l)
+			case strings.HasPrefix(l, "-A "):
+				sawRule = true
+				if c := strings.Fields(l)[1]; len(chains) == 0 || chains[len(chains)-1] != c {
+					chains = append(chains, c)
+				}
+			}
+		}
+		if !slices.IsSorted(decls) || !slices.IsSorted(chains) || len(slices.Compact(slices.Clone(chains))) != len(chains) {
+			t.Errorf("not sorted: declarations %v, chains %v", decls, chains)
+		}
+	}
+}

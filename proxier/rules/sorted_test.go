@@ -1,0 +1,54 @@
+package rules_test
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	v1 "k8s.io/api/core/v1"
+
+	"github.com/svcproxy/svcproxy/proxier/model"
+	"github.com/svcproxy/svcproxy/proxier/model/testobj"
+	"github.com/svcproxy/svcproxy/proxier/rules"
+	"github.com/svcproxy/svcproxy/proxier/rules/rulestest"
+)
+
+// `svcproxy dump --sorted`: the compact layout's restore text, re-ordered
+// for reading, is what sorted rendering writes, byte for byte.
+func TestSortedEqualsSortedRendering(t *testing.T) {
+	svcs, sls := testobj.Many(400, 3)
+	snap, err := model.BuildSnapshot(svcs, sls, v1.IPv4Protocol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := rulestest.NodeConfig()
+	nft := rules.Render(snap, cfg, rules.RenderOptions{Full: true}).Data
+	restore := rules.SetNFTOrder(false)
+	want := rules.Render(snap, cfg, rules.RenderOptions{Full: true}).Data
+	restore()
+	if string(nft) == string(want) {
+		t.Fatal("the compact layout's order is already sorted: the test sees nothing")
+	}
+	got := rules.Sorted(nft)
+	if string(got) != string(want) {
+		t.Errorf("Sorted differs from sorted rendering:\n%s", firstDiff(string(got), string(want)))
+	}
+	// Idempotent.
+	if again := rules.Sorted(got); string(again) != string(got) {
+		t.Error("Sorted of sorted text changed it")
+	}
+}
+
+func firstDiff(a, b string) string {
+	al, bl := strings.Split(a, "\n"), strings.Split(b, "\n")
+	for i := range min(len(al), len(bl)) {
+		if al[i] != bl[i] {
+			return fmt.Sprintf("line %d: got  %s\n         want %s", i+1, al[i], bl[i])
+		}
+	}
+	if !slices.Equal(al, bl) {
+		return "lengths differ"
+	}
+	return ""
+}
