@@ -23,12 +23,14 @@ import (
 
 const benchEndpointsPerService = 10
 
-func benchSnapshot(b *testing.B, n, m int) *model.Snapshot {
-	b.Helper()
+// manySnapshot is n IPv4 Services × m endpoints (testobj.Many), for
+// benchmarks and tests of large renders.
+func manySnapshot(tb testing.TB, n, m int) *model.Snapshot {
+	tb.Helper()
 	svcs, slices := testobj.Many(n, m)
 	snap, err := model.BuildSnapshot(svcs, slices, v1.IPv4Protocol)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	return snap
 }
@@ -38,7 +40,7 @@ func benchSnapshot(b *testing.B, n, m int) *model.Snapshot {
 func BenchmarkRenderFull(b *testing.B) {
 	for _, n := range []int{100, 1000, 5000} {
 		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
-			snap := benchSnapshot(b, n, benchEndpointsPerService)
+			snap := manySnapshot(b, n, benchEndpointsPerService)
 			cfg := rulestest.NodeConfig()
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -57,7 +59,7 @@ func BenchmarkRenderFull(b *testing.B) {
 func BenchmarkRenderPartial(b *testing.B) {
 	for _, n := range []int{1000, 5000} {
 		b.Run(fmt.Sprintf("services=%d/changed=1", n), func(b *testing.B) {
-			snap := benchSnapshot(b, n, benchEndpointsPerService)
+			snap := manySnapshot(b, n, benchEndpointsPerService)
 			cfg := rulestest.NodeConfig()
 			full := rules.Render(snap, cfg, rules.RenderOptions{Full: true})
 			changed := map[types.NamespacedName]bool{{Namespace: "bench", Name: "svc-" + strconv.Itoa(n/2)}: true}

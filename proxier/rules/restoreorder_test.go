@@ -6,10 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	v1 "k8s.io/api/core/v1"
-
 	"github.com/svcproxy/svcproxy/proxier/model"
-	"github.com/svcproxy/svcproxy/proxier/model/testobj"
 	"github.com/svcproxy/svcproxy/proxier/rules"
 	"github.com/svcproxy/svcproxy/proxier/rules/rulestest"
 )
@@ -103,11 +100,7 @@ func nftListComparisons(data []byte) (walked, lines int) {
 // sort before every KUBE-SVC chain, so each service chain's lines still
 // walk past the KUBE-SEP chains written before; the gain is smaller).
 func TestRestoreOrderForIPTablesNFT(t *testing.T) {
-	svcs, sls := testobj.Many(3000, 10)
-	snap, err := model.BuildSnapshot(svcs, sls, v1.IPv4Protocol)
-	if err != nil {
-		t.Fatal(err)
-	}
+	snap := manySnapshot(t, 3000, 10)
 	for _, tc := range []struct {
 		node string
 		// the walks in this order must be under sorted output's divided by

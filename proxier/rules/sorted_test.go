@@ -6,10 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	v1 "k8s.io/api/core/v1"
-
-	"github.com/svcproxy/svcproxy/proxier/model"
-	"github.com/svcproxy/svcproxy/proxier/model/testobj"
 	"github.com/svcproxy/svcproxy/proxier/rules"
 	"github.com/svcproxy/svcproxy/proxier/rules/rulestest"
 )
@@ -17,11 +13,7 @@ import (
 // `svcproxy dump --sorted`: the compact layout's restore text, re-ordered
 // for reading, is what sorted rendering writes, byte for byte.
 func TestSortedEqualsSortedRendering(t *testing.T) {
-	svcs, sls := testobj.Many(400, 3)
-	snap, err := model.BuildSnapshot(svcs, sls, v1.IPv4Protocol)
-	if err != nil {
-		t.Fatal(err)
-	}
+	snap := manySnapshot(t, 400, 3)
 	cfg := rulestest.NodeConfig()
 	nft := rules.Render(snap, cfg, rules.RenderOptions{Full: true}).Data
 	restore := rules.SetNFTOrder(false)
