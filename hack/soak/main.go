@@ -46,6 +46,8 @@ type config struct {
 	// (scheduling), in the timing targets.
 	Slack time.Duration
 	Keep  bool
+	// Capture records packets and conntrack events for a post-mortem.
+	Capture bool
 	// Faults are the kinds injected, round-robin.
 	Faults []string
 }
@@ -69,6 +71,7 @@ func main() {
 	flag.DurationVar(&cfg.SyncPeriod, "sync-period", 5*time.Second, "--iptables-sync-period of the daemons (healthz threshold: twice this)")
 	flag.DurationVar(&cfg.ChurnInterval, "churn-interval", 400*time.Millisecond, "one API write per interval")
 	faults := flag.String("faults", strings.Join(faultKinds, ","), "fault kinds injected, in this order, round-robin")
+	flag.BoolVar(&cfg.Capture, "capture", false, "record packets (tcpdump on each node's pod bridge and in the probing pods) and each node's conntrack events into the lab's logs directory, for a post-mortem of a wrong answer")
 	flag.BoolVar(&cfg.Keep, "keep", false, "leave the lab up at the end (hack/lab.sh down --prefix P removes it)")
 	flag.Parse()
 	cfg.Faults = strings.Split(*faults, ",")

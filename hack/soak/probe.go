@@ -96,9 +96,11 @@ func (s *soak) runProbes(ctx context.Context, until time.Time) {
 				case errors.Is(err, lab.ErrRefused), errors.Is(err, syscall.EPERM):
 					// EPERM: a REJECT in the sender's own OUTPUT chain (a
 					// node's UDP to a Service without endpoints).
-					rec.outcome = "refused"
+					rec.outcome, rec.errText = "refused", err.Error()
 				case errors.Is(err, lab.ErrTimeout):
-					rec.outcome = "timeout"
+					// The text tells a dial timeout (no SYN-ACK) from a read
+					// timeout (connected, no reply line).
+					rec.outcome, rec.errText = "timeout", err.Error()
 				default:
 					rec.outcome, rec.errText = "other", err.Error()
 				}

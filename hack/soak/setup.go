@@ -46,7 +46,9 @@ type soak struct {
 	wrapDir string
 	nodes   []*node
 	echos   []*lab.Proc
-	podByIP map[string]string // pod IP -> pod name
+	// capturing: the recorders of -capture (capture.go).
+	capturing []*lab.Proc
+	podByIP   map[string]string // pod IP -> pod name
 
 	start, churnEnd time.Time
 	interrupted     atomic.Bool
@@ -176,6 +178,14 @@ func (s *soak) setup(ctx context.Context) error {
 			flagFile: filepath.Join(s.l.StateDir, fmt.Sprintf("fail-restore-%s", n.Name)),
 			counter:  filepath.Join(s.l.StateDir, fmt.Sprintf("restore-count-%s", n.Name))}
 		s.nodes = append(s.nodes, nd)
+	}
+	if s.cfg.Capture {
+		// Before the daemons: their first rules' packets are recorded too.
+		if err := s.startCaptures(); err != nil {
+			return err
+		}
+	}
+	for _, nd := range s.nodes {
 		if err := nd.startDaemon(); err != nil {
 			return err
 		}
@@ -299,6 +309,9 @@ func (s *soak) teardown() {
 			}
 		}
 		for _, p := range s.echos {
+			_ = p.Stop()
+		}
+		for _, p := range s.capturing {
 			_ = p.Stop()
 		}
 		if s.cfg.Keep && s.l != nil {
