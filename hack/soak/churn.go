@@ -515,10 +515,17 @@ func contains(list []string, x string) bool {
 // again: a later write could take the policy back to what a node whose
 // Service watch is not back still shows, and such a node would look
 // converged (a 30-minute run saw a node show a 74 s old policy after that).
+// The policy it leaves is the opposite of the one the API held when the
+// fault began (since), whatever was written meanwhile: a node whose Service
+// watch is not back still shows that one. A toggle of the API's current
+// policy is not enough: a churn write that failed during the restart may
+// have been applied (settle learns it), and toggling it back would match
+// the stale node (a 30-minute run: node2 "converged" 0.28 s after R, then
+// showed a 6 s stale policy, which matched a 390 s old version).
 // It returns the start of the slice write and release, or the zero time
 // and nil when there is no such Service or the writes did not get through
 // (at most 10 tries, 2 s apart, while the API server settles).
-func (s *soak) markerWrite(ctx context.Context) (time.Time, func()) {
+func (s *soak) markerWrite(ctx context.Context, since time.Time) (time.Time, func()) {
 	var p *probeSvc
 	for _, c := range s.probeSvcs {
 		if c.nodePort {
@@ -528,18 +535,24 @@ func (s *soak) markerWrite(ctx context.Context) (time.Time, func()) {
 	if p == nil {
 		return time.Time{}, nil
 	}
+	target := !p.stateAt(since).Local
 	s.probeWrites.Lock()
-	toggled := false
+	var policies []bool // still to write; nil: not planned yet
 	for range 10 {
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := s.settle(wctx, p)
-		if err == nil && !toggled {
+		if err == nil && policies == nil {
+			policies = markerPolicies(p.state().Local, target)
+		}
+		for err == nil && len(policies) > 0 {
 			st := p.state()
-			st.Local = !st.Local
+			st.Local = policies[0]
 			start := time.Now()
 			err = s.updateService(wctx, p.service(st))
 			p.record(st, start, time.Now(), err == nil)
-			toggled = err == nil
+			if err == nil {
+				policies = policies[1:]
+			}
 		}
 		if err == nil {
 			st := p.state()
@@ -561,6 +574,16 @@ func (s *soak) markerWrite(ctx context.Context) (time.Time, func()) {
 	}
 	s.probeWrites.Unlock()
 	return time.Time{}, nil
+}
+
+// markerPolicies are the externalTrafficPolicy Local values the marker
+// writes, in order, when the API holds current: at least one write, the
+// last one target.
+func markerPolicies(current, target bool) []bool {
+	if current != target {
+		return []bool{target}
+	}
+	return []bool{!target, target}
 }
 
 // markerReady is a non-empty set of ready pods other than cur.

@@ -106,3 +106,25 @@ func TestMarkerReadyDiffersAndIsNotEmpty(t *testing.T) {
 		}
 	}
 }
+
+// The marker's Service writes end on the policy opposite to the one the API
+// held when the fault began — what a node whose Service watch is not back
+// still shows — whatever a failed-but-applied write left in the API, and
+// at least one write is made after the restart.
+func TestMarkerPoliciesNeverEndOnTheStaleValue(t *testing.T) {
+	for _, atFaultStart := range []bool{false, true} {
+		for _, current := range []bool{false, true} {
+			target := !atFaultStart
+			got := markerPolicies(current, target)
+			if len(got) == 0 {
+				t.Fatalf("fault start %v, API now %v: no write", atFaultStart, current)
+			}
+			if last := got[len(got)-1]; last == atFaultStart {
+				t.Errorf("fault start %v, API now %v: writes %v end on the stale value", atFaultStart, current, got)
+			}
+			if got[0] == current {
+				t.Errorf("fault start %v, API now %v: writes %v begin with no change", atFaultStart, current, got)
+			}
+		}
+	}
+}

@@ -219,7 +219,7 @@ done`); derr != nil {
 	}
 	f.R = time.Now()
 	if f.kind == "apiserver" && err == nil {
-		if f.marker, f.release = s.markerWrite(ctx); f.marker.IsZero() {
+		if f.marker, f.release = s.markerWrite(ctx, f.S); f.marker.IsZero() {
 			f.note = strings.TrimSpace(f.note + " marker write failed: convergence is judged on any write after the restart")
 		}
 	}
