@@ -346,9 +346,7 @@ func (s *soak) churnProbeEndpoints(ctx context.Context) {
 			}
 		}
 	}
-	start := time.Now()
-	err := s.updateSlice(ctx, p.service(st), p.name+"-x", st.Ready, st.NotReady)
-	p.record(st, start, time.Now(), err == nil)
+	_, err := s.writeProbeSlice(ctx, p, st)
 	s.churn.count("probe endpoints", err)
 }
 
@@ -364,10 +362,27 @@ func (s *soak) churnProbePolicy(ctx context.Context) {
 	} else {
 		st.Affinity = !st.Affinity
 	}
+	_, err := s.writeProbeService(ctx, p, st)
+	s.churn.count("probe policy", err)
+}
+
+// writeProbeService writes a probed Service's spec for st and records the
+// write (even a failed call may have been applied: settle reads it back).
+// It returns when the write started.
+func (s *soak) writeProbeService(ctx context.Context, p *probeSvc, st svcState) (time.Time, error) {
 	start := time.Now()
 	err := s.updateService(ctx, p.service(st))
 	p.record(st, start, time.Now(), err == nil)
-	s.churn.count("probe policy", err)
+	return start, err
+}
+
+// writeProbeSlice is writeProbeService for the probed Service's
+// EndpointSlice.
+func (s *soak) writeProbeSlice(ctx context.Context, p *probeSvc, st svcState) (time.Time, error) {
+	start := time.Now()
+	err := s.updateSlice(ctx, p.service(st), p.name+"-x", st.Ready, st.NotReady)
+	p.record(st, start, time.Now(), err == nil)
+	return start, err
 }
 
 func (s *soak) updateSlice(ctx context.Context, svc *corev1.Service, name string, ready, notReady []string) error {
@@ -547,20 +562,15 @@ func (s *soak) markerWrite(ctx context.Context, since time.Time) (time.Time, fun
 		for err == nil && len(policies) > 0 {
 			st := p.state()
 			st.Local = policies[0]
-			start := time.Now()
-			err = s.updateService(wctx, p.service(st))
-			p.record(st, start, time.Now(), err == nil)
-			if err == nil {
+			if _, err = s.writeProbeService(wctx, p, st); err == nil {
 				policies = policies[1:]
 			}
 		}
 		if err == nil {
 			st := p.state()
 			st.Ready, st.NotReady = markerReady(st.Ready, s.podNames()), nil
-			start := time.Now()
-			err = s.updateSlice(wctx, p.service(st), p.name+"-x", st.Ready, nil)
-			p.record(st, start, time.Now(), err == nil)
-			if err == nil {
+			var start time.Time
+			if start, err = s.writeProbeSlice(wctx, p, st); err == nil {
 				cancel()
 				var once sync.Once
 				return start, func() { once.Do(s.probeWrites.Unlock) }
