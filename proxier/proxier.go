@@ -51,6 +51,9 @@ type Config struct {
 	// Conntrack, when set, deletes UDP flows stuck on endpoints that are gone
 	// after every successful sync that changed a service.
 	Conntrack ConntrackCleaner
+	// NFAcct, when set, holds kube-proxy's nfacct counters: each full sync
+	// makes them, and the rules count into those that exist.
+	NFAcct iptables.NFAcct
 	// Problems, when set, receives objects that cannot be programmed (each
 	// error names the object and field). Default: logged.
 	Problems func(err error)
@@ -99,6 +102,8 @@ type Proxier struct {
 	needFullSync bool
 	lastFullSync time.Time
 	lastNodeConf *rules.NodeConfig
+	// counters are the nfacct counters made at the last full sync.
+	counters []string
 	// prog writes the rules and remembers what it wrote.
 	prog *Programmer
 	// partial sums up partial syncs for the default-verbosity summary.
@@ -304,6 +309,10 @@ func (p *Proxier) syncProxyRules(ctx context.Context) error {
 	nodeConf := p.currentNodeConfig()
 	full := p.fullRequested.Swap(false) || p.needFullSync || p.clock.Since(p.lastFullSync) > fullSyncPeriod || !reflect.DeepEqual(nodeConf, p.lastNodeConf)
 
+	if full {
+		p.ensureCounters()
+	}
+
 	changed, triggers, problems := p.tracker.Update(p.snapshot)
 	if problems != nil {
 		p.cfg.Problems(problems)
@@ -311,7 +320,7 @@ func (p *Proxier) syncProxyRules(ctx context.Context) error {
 	metrics.ServiceChangesPending.Set(0)
 	metrics.EndpointChangesPending.Set(0)
 
-	rendered, err := p.program(ctx, nodeConf, full, changed)
+	rendered, err := p.program(ctx, p.withCounters(nodeConf), full, changed)
 	if rendered != nil {
 		full = rendered.Full
 	}
@@ -381,6 +390,34 @@ func (p *Proxier) syncProxyRules(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// ensureCounters makes kube-proxy's nfacct counters, as kube-proxy does on
+// every full sync (a flushed node may have lost them), and keeps the names
+// of those that exist: a rule naming a missing one would fail the restore.
+func (p *Proxier) ensureCounters() {
+	if p.cfg.NFAcct == nil {
+		return
+	}
+	var have []string
+	for _, name := range []string{iptables.NFAcctInvalidDropped, iptables.NFAcctLocalhostNodePorts} {
+		if err := p.cfg.NFAcct.Ensure(name); err != nil {
+			p.log.Error(err, "Failed to create nfacct counter; its metric is not updated and the rules do not count into it", "counter", name)
+			continue
+		}
+		have = append(have, name)
+	}
+	p.counters = have
+}
+
+// withCounters is nodeConf with the nfacct counters the rules may count into.
+func (p *Proxier) withCounters(nodeConf *rules.NodeConfig) *rules.NodeConfig {
+	if len(p.counters) == 0 {
+		return nodeConf
+	}
+	c := *nodeConf
+	c.NFAcct = p.counters
+	return &c
 }
 
 // program brings the ipsets up to date, then the rules, and reports the

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/svcproxy/svcproxy/hack/lab"
+	"github.com/svcproxy/svcproxy/iptables"
 )
 
 // driftResult is the end-of-soak comparison, per node.
@@ -123,8 +124,20 @@ func (s *soak) checkDrift(ctx context.Context) {
 
 func (s *soak) driftOf(ctx context.Context, nd *node, file, scratch string) (nodeDrift, error) {
 	d := nodeDrift{name: nd.n.Name}
-	dump, err := exec.CommandContext(ctx, s.bin, "dump", "-f", file, "--node-name", nd.n.Name,
-		"--cluster-cidr", s.clusterCIDRs(), "--jumps").Output()
+	args := []string{"dump", "-f", file, "--node-name", nd.n.Name, "--cluster-cidr", s.clusterCIDRs(), "--jumps"}
+	// A node that has kube-proxy's nfacct counters (the daemon made them)
+	// counts into them: render so, and give the scratch namespace them too.
+	counted, err := hasNFAcctCounters(nd.n.NS)
+	if err != nil {
+		return d, err
+	}
+	if counted {
+		args = append(args, "--nfacct")
+		if err := ensureNFAcctCounters(scratch); err != nil {
+			return d, err
+		}
+	}
+	dump, err := exec.CommandContext(ctx, s.bin, args...).Output()
 	if err != nil {
 		return d, fmt.Errorf("svcproxy dump: %w", err)
 	}
@@ -180,6 +193,42 @@ func (s *soak) driftOf(ctx context.Context, nd *node, file, scratch string) (nod
 		}
 	}
 	return d, nil
+}
+
+var nfacctCounters = []string{iptables.NFAcctInvalidDropped, iptables.NFAcctLocalhostNodePorts}
+
+// hasNFAcctCounters reports whether namespace ns has kube-proxy's nfacct
+// counters (both, or none: an error otherwise).
+func hasNFAcctCounters(ns string) (bool, error) {
+	acct, err := iptables.NewNFAcct(ns)
+	if err != nil {
+		return false, nil // no nfnetlink_acct: nothing is counted
+	}
+	have := 0
+	for _, name := range nfacctCounters {
+		if _, err := acct.Get(name); err == nil {
+			have++
+		} else if !errors.Is(err, iptables.ErrNoCounter) {
+			return false, fmt.Errorf("nfacct in %s: %w", ns, err)
+		}
+	}
+	if have != 0 && have != len(nfacctCounters) {
+		return false, fmt.Errorf("nfacct in %s: %d of the %d counters", ns, have, len(nfacctCounters))
+	}
+	return have > 0, nil
+}
+
+func ensureNFAcctCounters(ns string) error {
+	acct, err := iptables.NewNFAcct(ns)
+	if err != nil {
+		return err
+	}
+	for _, name := range nfacctCounters {
+		if err := acct.Ensure(name); err != nil {
+			return fmt.Errorf("nfacct in %s: %w", ns, err)
+		}
+	}
+	return nil
 }
 
 // exportState writes the API's Services, EndpointSlices and Nodes as one

@@ -58,6 +58,8 @@ type env struct {
 	// (partial syncs from the last Index, stale chains deleted).
 	prog   map[int]*proxier.Programmer
 	layout rules.Layout
+	// nfacct: the nodes have kube-proxy's nfacct counters; the rules count.
+	nfacct bool
 }
 
 // upLab brings up a lab whose prefix is stem + this process's pid
@@ -135,6 +137,9 @@ func (e *env) sync(i int, services []*v1.Service, slices []*discovery.EndpointSl
 		RandomFully:        e.ipt[i].HasRandomFully(),
 		LocalhostNodePorts: true,
 		Layout:             e.layout,
+	}
+	if e.nfacct {
+		cfg.NFAcct = []string{iptables.NFAcctInvalidDropped, iptables.NFAcctLocalhostNodePorts}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/svcproxy/svcproxy/iptables"
 	"github.com/svcproxy/svcproxy/proxier/model"
 )
 
@@ -187,7 +188,8 @@ func (r *render) writeNodePortsJump() {
 func (r *render) writeForwardRules() {
 	if !r.cfg.ConntrackTCPLiberal {
 		// INVALID packets would otherwise reset connections (kubernetes#74839).
-		r.filter.rule(ChainForward, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
+		r.filter.rule(ChainForward, slices.Concat([]string{"-m", "conntrack", "--ctstate", "INVALID"},
+			r.cfg.countInto(iptables.NFAcctInvalidDropped), []string{"-j", "DROP"})...)
 	}
 	r.filter.rule(ChainForward, slices.Concat(comment("kubernetes forwarding rules"),
 		[]string{"-m", "mark", "--mark", r.mark + "/" + r.mark, "-j", "ACCEPT"})...)

@@ -37,7 +37,10 @@ type flow struct {
 	recentHit string // a -m recent list that already holds the source
 
 	endpoints []string // distinct DNAT destinations of accepted outcomes
-	verdicts  []string // distinct verdicts, sorted
+	// counted, when not nil, are the nfacct counters the packet is counted
+	// into on any path (distinct, sorted).
+	counted  []string
+	verdicts []string // distinct verdicts, sorted
 	// masq says, per endpoint, whether the packet is masqueraded; endpoints
 	// not listed are not checked.
 	masq map[string]bool
@@ -125,6 +128,11 @@ func runLayoutFlows(t *testing.T, layout rules.Layout, dump *iptables.Dump, ctx 
 					t.Errorf("verdicts = %v, want %v%s", got, f.verdicts, describe())
 				}
 			}
+			if f.counted != nil {
+				if got := countedInto(outcomes); !slices.Equal(got, f.counted) {
+					t.Errorf("counted into %v, want %v%s", got, f.counted, describe())
+				}
+			}
 			for ep, want := range f.masq {
 				found := false
 				for _, o := range outcomes {
@@ -141,6 +149,25 @@ func runLayoutFlows(t *testing.T, layout rules.Layout, dump *iptables.Dump, ctx 
 			}
 		})
 	}
+}
+
+// countedInto lists the nfacct counters named by the rules the outcomes
+// passed through (distinct, sorted): the kernel counts a packet into a
+// counter when it reaches the rule's -m nfacct and every match before it held.
+func countedInto(outcomes []trace.Outcome) []string {
+	counted := []string{}
+	for _, o := range outcomes {
+		for _, step := range o.Path {
+			f := strings.Fields(step.Raw)
+			for i := 0; i+1 < len(f); i++ {
+				if f[i] == "--nfacct-name" && !slices.Contains(counted, f[i+1]) {
+					counted = append(counted, f[i+1])
+				}
+			}
+		}
+	}
+	slices.Sort(counted)
+	return counted
 }
 
 func defaultTraceContext() trace.Context {
@@ -362,6 +389,28 @@ func TestFlowNodePortAddressesWithoutLoopback(t *testing.T) {
 			t.Errorf("%s: KUBE-FIREWALL has rules although no localhost NodePort can exist: %v", layout, c.Rules)
 		}
 	}
+}
+
+// With kube-proxy's nfacct counters on the node, a localhost NodePort
+// packet is counted (and reaches the same endpoints); a NodePort packet to
+// the node's address and a cluster IP packet are not.
+func TestFlowNFAcctCounters(t *testing.T) {
+	ipt := applyToFake(t, scenarioNamed(t, "nfacct-counters"))
+	shop := []string{"198.51.100.4:8080"}
+	runFlows(t, ipt, defaultTraceContext(), []flow{
+		{name: "localhost NodePort is counted", src: "127.0.0.1", dst: "127.0.0.1", port: 30080, origin: trace.Local,
+			endpoints: shop, masq: map[string]bool{shop[0]: true}, counted: []string{iptables.NFAcctLocalhostNodePorts}},
+		{name: "node IP NodePort is not", src: outsideIP, dst: nodeIP, port: 30080, origin: trace.Incoming,
+			endpoints: shop, counted: []string{}},
+		{name: "cluster IP is not", src: podOnNode1, dst: "203.0.113.20", port: 80, origin: trace.Incoming,
+			endpoints: shop, counted: []string{}},
+	})
+	// Without the counters the same packet takes the plain NodePort rule.
+	ipt = applyToFake(t, scenarioNamed(t, "nodeport"))
+	runFlows(t, ipt, defaultTraceContext(), []flow{
+		{name: "no counters: localhost NodePort still served", src: "127.0.0.1", dst: "127.0.0.1", port: 30080, origin: trace.Local,
+			endpoints: []string{"198.51.100.4:8080", "198.51.100.67:8080"}, counted: []string{}},
+	})
 }
 
 func TestFlowSessionAffinity(t *testing.T) {

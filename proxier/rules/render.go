@@ -77,6 +77,11 @@ type NodeConfig struct {
 	ConntrackTCPLiberal bool
 	// PodEgress, when set, masquerades pod traffic leaving the pod network.
 	PodEgress *PodEgressMasquerade
+	// NFAcct names the nfacct counters that exist on the node (kube-proxy's
+	// iptables.NFAcctInvalidDropped and iptables.NFAcctLocalhostNodePorts):
+	// rules count into these only, because a rule naming a missing counter
+	// fails the whole restore.
+	NFAcct []string
 	// IPSets are the hash:net sets the rules reference, with their members.
 	// Rendering uses only the names; the sync loop writes the members
 	// before every restore so a rule never refers to a missing set.
@@ -94,6 +99,18 @@ type PodEgressMasquerade struct {
 // MasqueradeMark is the mark value in kube-proxy's spelling ("0x004000").
 func (c *NodeConfig) MasqueradeMark() string {
 	return fmt.Sprintf("%#08x", 1<<uint(c.MasqueradeBit))
+}
+
+// counts reports whether the rules count into nfacct counter name.
+func (c *NodeConfig) counts(name string) bool { return slices.Contains(c.NFAcct, name) }
+
+// countInto is the match that counts a packet into counter name, or nothing
+// when the node does not have that counter.
+func (c *NodeConfig) countInto(name string) []string {
+	if !c.counts(name) {
+		return nil
+	}
+	return []string{"-m", "nfacct", "--nfacct-name", name}
 }
 
 func (c *NodeConfig) isIPv6() bool { return c.Family == v1.IPv6Protocol }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/svcproxy/svcproxy/iptables"
 	"github.com/svcproxy/svcproxy/proxier/model"
 	"github.com/svcproxy/svcproxy/proxier/model/testobj"
 	"github.com/svcproxy/svcproxy/proxier/rules"
@@ -135,6 +136,14 @@ func scenarios() []scenario {
 		{name: "nodeport-addresses-no-loopback", services: []*v1.Service{testobj.Service("demo", "shop", "203.0.113.20", testobj.NodePort("http", v1.ProtocolTCP, 80, 30080))},
 			slices: []*discovery.EndpointSlice{testobj.Slice("demo", "shop", "shop-1", testobj.TCPPort("http", 8080), testobj.Endpoint("198.51.100.4", testobj.OnNode("node1")))},
 			config: func(c *rules.NodeConfig) { c.NodePortAddresses = []netip.Addr{netip.MustParseAddr("192.0.2.11")} }},
+		// A node whose kernel has kube-proxy's nfacct counters: KUBE-FORWARD
+		// counts the INVALID packets it drops, and each NodePort gets a
+		// 127.0.0.0/8 jump first that counts localhost NodePort packets.
+		{name: "nfacct-counters", services: []*v1.Service{testobj.Service("demo", "shop", "203.0.113.20", testobj.NodePort("http", v1.ProtocolTCP, 80, 30080))},
+			slices: []*discovery.EndpointSlice{testobj.Slice("demo", "shop", "shop-1", testobj.TCPPort("http", 8080), testobj.Endpoint("198.51.100.4", testobj.OnNode("node1")))},
+			config: func(c *rules.NodeConfig) {
+				c.NFAcct = []string{iptables.NFAcctInvalidDropped, iptables.NFAcctLocalhostNodePorts}
+			}},
 		{name: "session-affinity", services: []*v1.Service{testobj.Service("demo", "web", "203.0.113.10", testobj.Port("http", v1.ProtocolTCP, 80), testobj.ClientIPAffinity(600))},
 			slices: []*discovery.EndpointSlice{webSlice}},
 		{name: "topology-zone-hints", services: []*v1.Service{webService},

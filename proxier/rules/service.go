@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/svcproxy/svcproxy/iptables"
 	"github.com/svcproxy/svcproxy/proxier/model"
 )
 
@@ -175,6 +176,12 @@ func (w *portWriter) nodePortEntries(p *servicePlan) {
 	port := portString(p.sp.NodePort)
 	if p.eps.HasAny {
 		// NodePorts are not subject to loadBalancerSourceRanges (as in kube-proxy).
+		if cfg := w.r.cfg; cfg.LocalhostNodePortsPossible() && cfg.counts(iptables.NFAcctLocalhostNodePorts) {
+			// The same jump for 127.0.0.1 first, counting what it accepts
+			// (kube-proxy's kubeproxy_iptables_localhost_nodeports_accepted_packets_total).
+			w.entry("nat", ChainNodePorts, netip.Addr{}, slices.Concat(comment(p.name), p.args, []string{"-d", "127.0.0.0/8", "--dport", port},
+				cfg.countInto(iptables.NFAcctLocalhostNodePorts), []string{"-j", p.extChain})...)
+		}
 		w.entry("nat", ChainNodePorts, netip.Addr{}, slices.Concat(comment(p.name), p.args, []string{"--dport", port, "-j", p.extChain})...)
 	}
 	if !p.hasExternalEndpoints {

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/pflag"
 	v1 "k8s.io/api/core/v1"
 
+	"github.com/svcproxy/svcproxy/iptables"
 	"github.com/svcproxy/svcproxy/proxier/model"
 	"github.com/svcproxy/svcproxy/proxier/nodeconfig"
 	"github.com/svcproxy/svcproxy/proxier/objfile"
@@ -34,6 +35,7 @@ type dumpOptions struct {
 	noMasqCIDRs        []string
 	ruleLayout         string
 	sorted             bool
+	nfacct             bool
 }
 
 func newDumpCommand() *cobra.Command {
@@ -76,6 +78,7 @@ func (o *dumpOptions) addNodeFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.ipFamily, "ip-family", "ipv4", "ipv4 or ipv6")
 	f.BoolVar(&o.randomFully, "random-fully", true, "use MASQUERADE --random-fully")
 	f.BoolVar(&o.localhostNodePorts, "localhost-nodeports", true, "allow NodePorts on 127.0.0.1 (IPv4)")
+	f.BoolVar(&o.nfacct, "nfacct", false, "render for a node that has kube-proxy's nfacct counters (svcproxy run makes them when the kernel has nfnetlink_acct): the rules then count INVALID drops and 127.0.0.1 NodePort packets; applying such text needs the counters")
 	f.StringSliceVar(&o.nodePortAddresses, "nodeport-addresses", nil, "node IPs that accept NodePorts (default: all local addresses)")
 	f.StringVar(&o.detectLocalMode, "detect-local-mode", nodeconfig.LocalModeClusterCIDR, "how pod traffic is recognised: ClusterCIDR, NodeCIDR (the Node object's pod CIDR), BridgeInterface or InterfaceNamePrefix")
 	f.StringVar(&o.bridgeInterface, "pod-bridge-interface", "", "the pod bridge, for --detect-local-mode=BridgeInterface")
@@ -190,6 +193,9 @@ func (o *dumpOptions) nodeConfig(nodes []*v1.Node) (*rules.NodeConfig, error) {
 	cfg := b.Build(node)
 	if len(nodeIPs) > 0 {
 		cfg.NodeIPs = nodeconfig.OfFamily(nodeIPs, family)
+	}
+	if o.nfacct {
+		cfg.NFAcct = []string{iptables.NFAcctInvalidDropped, iptables.NFAcctLocalhostNodePorts}
 	}
 	// dump's --nodeport-addresses lists the addresses themselves (there is
 	// no host to match CIDRs against). As kube-proxy, each family takes its

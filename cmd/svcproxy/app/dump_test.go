@@ -290,3 +290,45 @@ func TestDumpSorted(t *testing.T) {
 		}
 	}
 }
+
+// --nfacct renders what a node with kube-proxy's nfacct counters gets: the
+// INVALID drop and each 127.0.0.1 NodePort jump count; without it no rule
+// names a counter (applying it would fail where the counters are missing).
+func TestDumpNFAcct(t *testing.T) {
+	args := []string{"dump", "-f", "../../../manifests/examples", "--node-name", "node1", "--cluster-cidr", "198.51.100.0/24"}
+	code, plain, errOut := runMain(t, "", args...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if strings.Contains(plain, "nfacct") {
+		t.Errorf("without --nfacct a rule names a counter:\n%s", grepLines(plain, "nfacct"))
+	}
+	code, counted, errOut := runMain(t, "", append(args, "--nfacct")...)
+	if code != 0 {
+		t.Fatalf("--nfacct: exit %d: %s", code, errOut)
+	}
+	invalid := grepLines(counted, "--nfacct-name ct_state_invalid_dropped_pkts")
+	localhost := grepLines(counted, "--nfacct-name localhost_nps_accepted_pkts")
+	if len(invalid) != 1 || !strings.HasPrefix(invalid[0], "-A KUBE-FORWARD -m conntrack --ctstate INVALID") {
+		t.Errorf("INVALID drop rules counting: %q, want KUBE-FORWARD's one", invalid)
+	}
+	nodePorts := grepLines(plain, "-A KUBE-NODEPORTS")
+	if len(localhost) == 0 || len(localhost) > len(nodePorts) {
+		t.Errorf("%d localhost NodePort rules counting, for %d NodePort rules", len(localhost), len(nodePorts))
+	}
+	for _, l := range localhost {
+		if !strings.Contains(l, "-d 127.0.0.0/8") {
+			t.Errorf("counting rule not limited to 127.0.0.0/8: %s", l)
+		}
+	}
+}
+
+func grepLines(text, needle string) []string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, needle) {
+			out = append(out, l)
+		}
+	}
+	return out
+}

@@ -177,10 +177,19 @@ func runDaemon(ctx context.Context, cfg options.Config, h daemonHost) error {
 	if err != nil {
 		return badInput(err)
 	}
+	// kube-proxy's nfacct counters, behind its two
+	// kubeproxy_iptables_*_packets_total metrics; both families' rules
+	// count into the same ones. A kernel without nfnetlink_acct counts
+	// nothing, as with kube-proxy.
+	acct, err := iptables.NewNFAcct("")
+	if err != nil {
+		klog.ErrorS(err, "nfacct counters unavailable: the rules count nothing and the nfacct metrics are not served")
+		acct = nil
+	}
 	handlers := proxier.MultiHandlers{}
 	var proxiers []*proxier.Proxier
 	for _, family := range plan.Families {
-		p, closeFn, err := newFamilyProxier(cfg, nodeName, plan.Node, family, plan.IPTables[family], health)
+		p, closeFn, err := newFamilyProxier(cfg, nodeName, plan.Node, family, plan.IPTables[family], health, acct)
 		if err != nil {
 			return fmt.Errorf("%s proxier: %w", family, err)
 		}
@@ -192,6 +201,11 @@ func runDaemon(ctx context.Context, cfg options.Config, h daemonHost) error {
 	klog.InfoS("Starting svcproxy", "node", nodeName, "ipFamilies", plan.Families, "iptablesBackend", first.Backend(), "randomFully", first.HasRandomFully())
 
 	metrics.Register()
+	if acct != nil {
+		if err := metrics.RegisterNFAcct(acct); err != nil {
+			klog.ErrorS(err, "Failed to register the nfacct metrics")
+		}
+	}
 	// Every goroutine of the daemon is in g, and runDaemon returns only
 	// once all have: on SIGTERM the servers shut down, the informers stop,
 	// and each Proxier's sync in flight is cancelled (an iptables-restore
@@ -248,8 +262,9 @@ func runDaemon(ctx context.Context, cfg options.Config, h daemonHost) error {
 // same): every address of the family, or its --nodeport-addresses. node is
 // the Node as seen at startup (nil if unknown), used only for those
 // addresses; the informers deliver it to the Proxier. The returned function
-// closes the health-check server.
-func newFamilyProxier(cfg options.Config, nodeName string, node *v1.Node, family v1.IPFamily, ipt iptables.Interface, health *healthcheck.ProxyHealth) (*proxier.Proxier, func(), error) {
+// closes the health-check server. acct, when not nil, holds the nfacct
+// counters.
+func newFamilyProxier(cfg options.Config, nodeName string, node *v1.Node, family v1.IPFamily, ipt iptables.Interface, health *healthcheck.ProxyHealth, acct iptables.NFAcct) (*proxier.Proxier, func(), error) {
 	builder := nodeconfig.ForHost(cfg.NodeSettings(), family, nodeName, ipt.HasRandomFully())
 	initial := builder.Build(node)
 	proxyHealthy := func() bool { return health == nil || health.IsHealthy() }
@@ -263,6 +278,7 @@ func newFamilyProxier(cfg options.Config, nodeName string, node *v1.Node, family
 		SyncPeriod:    cfg.SyncPeriod,
 		MinSyncPeriod: cfg.MinSyncPeriod,
 		Health:        health,
+		NFAcct:        acct,
 		Sets: func(_ context.Context, nc *rules.NodeConfig) error {
 			return proxier.SyncIPSets(sets, nc)
 		},
