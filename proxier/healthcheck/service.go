@@ -17,7 +17,9 @@ import (
 	"sync"
 	"time"
 
+	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 )
 
@@ -30,6 +32,10 @@ type ServiceHealthServer struct {
 	addrs        []netip.Addr // where to listen; unspecified = all
 	proxyHealthy func() bool
 	listen       ListenFunc
+	// events, when set, gets kube-proxy's FailedToStartServiceHealthcheck
+	// Warning on the Service for a port that cannot be opened.
+	events   events.EventRecorder
+	nodeName string
 
 	mu       sync.RWMutex
 	services map[types.NamespacedName]*instance
@@ -58,6 +64,15 @@ func NewServiceHealthServer(addrs []netip.Addr, proxyHealthy func() bool, listen
 	return &ServiceHealthServer{addrs: addrs, proxyHealthy: proxyHealthy, listen: listen, services: map[types.NamespacedName]*instance{}}
 }
 
+// ReportTo makes s report each health check port it cannot open as an
+// Event on the Service, as kube-proxy does, naming node. Call it before the
+// first SyncServices.
+func (s *ServiceHealthServer) ReportTo(rec events.EventRecorder, node string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.events, s.nodeName = rec, node
+}
+
 // SyncServices opens a server for each service's port and closes servers of
 // services that are gone or whose port changed. A port that cannot be
 // opened is reported in the joined error; the others still open.
@@ -79,6 +94,11 @@ func (s *ServiceHealthServer) SyncServices(ports map[types.NamespacedName]uint16
 		inst, err := s.open(name, port)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("service %s: health check node port %d: %w", name, port, err))
+			if s.events != nil {
+				ref := &v1.ObjectReference{APIVersion: "v1", Kind: "Service", Namespace: name.Namespace, Name: name.Name}
+				s.events.Eventf(ref, nil, v1.EventTypeWarning, "FailedToStartServiceHealthcheck", "Listen",
+					"node %s failed to start healthcheck %q on port %d: %v", s.nodeName, name.String(), port, err)
+			}
 			continue
 		}
 		klog.V(2).InfoS("Opened service health check", "service", name, "port", port)
@@ -103,7 +123,7 @@ func (s *ServiceHealthServer) open(name types.NamespacedName, port uint16) (*ins
 		inst.servers = append(inst.servers, srv)
 		inst.listeners = append(inst.listeners, ln)
 		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 				klog.ErrorS(err, "Service health check server stopped", "service", name, "port", port)
 			}
 		}()

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 )
 
 var web = types.NamespacedName{Namespace: "demo", Name: "web"}
@@ -100,6 +101,8 @@ func TestServiceHealthReportsPortInUse(t *testing.T) {
 	other := types.NamespacedName{Namespace: "demo", Name: "other"}
 	s := NewServiceHealthServer([]netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil, nil)
 	defer s.Close()
+	rec := events.NewFakeRecorder(10)
+	s.ReportTo(rec, "node1")
 	free := freePort(t)
 	err = s.SyncServices(map[types.NamespacedName]uint16{web: busy, other: free})
 	if err == nil {
@@ -109,4 +112,17 @@ func TestServiceHealthReportsPortInUse(t *testing.T) {
 		t.Errorf("error %q does not name %q", err, want)
 	}
 	get(t, free) // the other service still got its server
+	// kube-proxy's Warning on the Service, naming node and port.
+	select {
+	case ev := <-rec.Events:
+		want := "Warning FailedToStartServiceHealthcheck node node1 failed to start healthcheck \"demo/web\" on port " + strconv.Itoa(int(busy))
+		if !strings.HasPrefix(ev, want) {
+			t.Errorf("event %q, want it to start with %q", ev, want)
+		}
+	default:
+		t.Error("no event for the port in use")
+	}
+	if len(rec.Events) != 0 {
+		t.Errorf("%d more events, want only the one for demo/web", len(rec.Events))
+	}
 }

@@ -15,8 +15,10 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 
 	"github.com/svcproxy/svcproxy/cmd/svcproxy/options"
@@ -177,6 +179,16 @@ func runDaemon(ctx context.Context, cfg options.Config, h daemonHost) error {
 	if err != nil {
 		return badInput(err)
 	}
+	// Events as kube-proxy sends them (events.k8s.io/v1, reporting
+	// controller "kube-proxy", so that what watches kube-proxy's Events
+	// keeps working): Starting on the Node, and Warnings when a server
+	// cannot start. The broadcaster's goroutines end with ctx and Shutdown.
+	broadcaster := events.NewBroadcaster(&events.EventSinkImpl{Interface: client.EventsV1()})
+	broadcaster.StartRecordingToSink(ctx.Done())
+	defer broadcaster.Shutdown()
+	recorder := broadcaster.NewRecorder(scheme.Scheme, "kube-proxy")
+	nodeRef := &v1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: nodeName}
+
 	// kube-proxy's nfacct counters, behind its two
 	// kubeproxy_iptables_*_packets_total metrics; both families' rules
 	// count into the same ones. A kernel without nfnetlink_acct counts
@@ -189,7 +201,7 @@ func runDaemon(ctx context.Context, cfg options.Config, h daemonHost) error {
 	handlers := proxier.MultiHandlers{}
 	var proxiers []*proxier.Proxier
 	for _, family := range plan.Families {
-		p, closeFn, err := newFamilyProxier(cfg, nodeName, plan.Node, family, plan.IPTables[family], health, acct)
+		p, closeFn, err := newFamilyProxier(cfg, nodeName, plan.Node, family, plan.IPTables[family], health, acct, recorder)
 		if err != nil {
 			return fmt.Errorf("%s proxier: %w", family, err)
 		}
@@ -219,6 +231,9 @@ func runDaemon(ctx context.Context, cfg options.Config, h daemonHost) error {
 				return nil
 			}
 			klog.ErrorS(err, "Server failed", "server", what)
+			if reason := serverFailureReason[what]; reason != "" {
+				recorder.Eventf(nodeRef, nil, v1.EventTypeWarning, reason, "StartKubeProxy", err.Error())
+			}
 			if cfg.BindAddressHardFail {
 				return fmt.Errorf("%s: %w", what, err)
 			}
@@ -233,6 +248,7 @@ func runDaemon(ctx context.Context, cfg options.Config, h daemonHost) error {
 			return metrics.ServeMetrics(ctx, cfg.MetricsBindAddress, metrics.Registry())
 		})
 	}
+	recorder.Eventf(nodeRef, nil, v1.EventTypeNormal, "Starting", "StartKubeProxy", "")
 	g.Go(func() error { return proxier.StartInformers(gctx, client, nodeName, cfg.ConfigSyncPeriod, handlers) })
 	for _, p := range proxiers {
 		g.Go(func() error { return p.Run(gctx) })
@@ -256,6 +272,13 @@ func runDaemon(ctx context.Context, cfg options.Config, h daemonHost) error {
 	return err
 }
 
+// serverFailureReason is the reason of kube-proxy's Warning on the Node
+// when one of its servers fails.
+var serverFailureReason = map[string]string{
+	"healthz": "FailedToStartProxierHealthcheck",
+	"metrics": "FailedToStartMetricServer",
+}
+
 // newFamilyProxier builds the Proxier of one IP family, with that family's
 // own ipsets, conntrack cleaner and service health-check server. Health-check
 // node ports listen where the family's NodePorts do (kube-proxy does the
@@ -263,12 +286,14 @@ func runDaemon(ctx context.Context, cfg options.Config, h daemonHost) error {
 // the Node as seen at startup (nil if unknown), used only for those
 // addresses; the informers deliver it to the Proxier. The returned function
 // closes the health-check server. acct, when not nil, holds the nfacct
-// counters.
-func newFamilyProxier(cfg options.Config, nodeName string, node *v1.Node, family v1.IPFamily, ipt iptables.Interface, health *healthcheck.ProxyHealth, acct iptables.NFAcct) (*proxier.Proxier, func(), error) {
+// counters; recorder gets the health-check ports that cannot be opened.
+func newFamilyProxier(cfg options.Config, nodeName string, node *v1.Node, family v1.IPFamily, ipt iptables.Interface, health *healthcheck.ProxyHealth,
+	acct iptables.NFAcct, recorder events.EventRecorder) (*proxier.Proxier, func(), error) {
 	builder := nodeconfig.ForHost(cfg.NodeSettings(), family, nodeName, ipt.HasRandomFully())
 	initial := builder.Build(node)
 	proxyHealthy := func() bool { return health == nil || health.IsHealthy() }
 	serviceHealth := healthcheck.NewServiceHealthServer(nodeconfig.HealthCheckAddrs(initial), proxyHealthy, nil)
+	serviceHealth.ReportTo(recorder, nodeName)
 	sets := ipset.New()
 	p, err := proxier.New(proxier.Config{
 		ServiceHealth: serviceHealth,
