@@ -30,17 +30,14 @@ func listChainsNetlink(family Family, table Table, ns string) ([]string, error) 
 	}
 	req := nl.NewNetlinkRequest(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_GETCHAIN, unix.NLM_F_DUMP)
 	req.AddData(&nfgenmsg{family: proto})
-	if ns != "" {
-		sock, closeSock, err := socketIn(ns)
-		if err != nil {
-			return nil, err
-		}
-		defer closeSock()
-		req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_NETFILTER: {Socket: sock}}
+	closeSock, err := sendFrom(req, ns)
+	if err != nil {
+		return nil, err
 	}
+	defer closeSock()
 	var names []string
 	var parseErr error
-	err := req.ExecuteIter(unix.NETLINK_NETFILTER, 0, func(msg []byte) bool {
+	err = req.ExecuteIter(unix.NETLINK_NETFILTER, 0, func(msg []byte) bool {
 		inTable, name, err := chainOf(msg)
 		if err != nil {
 			parseErr = err
@@ -61,6 +58,21 @@ func listChainsNetlink(family Family, table Table, ns string) ([]string, error) 
 		return nil, fmt.Errorf("netlink dump of nf_tables chains of %s %s: %w", family, table, parseErr)
 	}
 	return names, nil
+}
+
+// sendFrom makes req go through a netfilter netlink socket in network
+// namespace ns ("" means the caller's: req opens its own). Call the returned
+// function when req is done.
+func sendFrom(req *nl.NetlinkRequest, ns string) (func(), error) {
+	if ns == "" {
+		return func() {}, nil
+	}
+	sock, closeSock, err := socketIn(ns)
+	if err != nil {
+		return nil, err
+	}
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_NETFILTER: {Socket: sock}}
+	return closeSock, nil
 }
 
 // socketIn opens a netfilter netlink socket inside network namespace ns.

@@ -25,6 +25,12 @@ const (
 	NFAcctLocalhostNodePorts = "localhost_nps_accepted_pkts"
 )
 
+// KubeProxyNFAcctCounters are the counters kube-proxy makes, in the order it
+// makes them (a fresh slice on each call).
+func KubeProxyNFAcctCounters() []string {
+	return []string{NFAcctInvalidDropped, NFAcctLocalhostNodePorts}
+}
+
 // NFAcctNameMax is the longest counter name the kernel takes (NFACCT_NAME_MAX
 // is 32 bytes with the terminating NUL).
 const NFAcctNameMax = 31
@@ -126,14 +132,11 @@ func (a *netlinkNFAcct) execute(msgType, flags int, name string) ([][]byte, erro
 	req := nl.NewNetlinkRequest(unix.NFNL_SUBSYS_ACCT<<8|msgType, flags)
 	req.AddData(&nfgenmsg{family: unix.AF_UNSPEC})
 	req.AddData(nl.NewRtAttr(nfacctAttrName, nl.ZeroTerminated(name)))
-	if a.ns != "" {
-		sock, closeSock, err := socketIn(a.ns)
-		if err != nil {
-			return nil, err
-		}
-		defer closeSock()
-		req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_NETFILTER: {Socket: sock}}
+	closeSock, err := sendFrom(req, a.ns)
+	if err != nil {
+		return nil, err
 	}
+	defer closeSock()
 	return req.Execute(unix.NETLINK_NETFILTER, 0)
 }
 

@@ -400,7 +400,7 @@ func (p *Proxier) ensureCounters() {
 		return
 	}
 	var have []string
-	for _, name := range []string{iptables.NFAcctInvalidDropped, iptables.NFAcctLocalhostNodePorts} {
+	for _, name := range iptables.KubeProxyNFAcctCounters() {
 		if err := p.cfg.NFAcct.Ensure(name); err != nil {
 			p.log.Error(err, "Failed to create nfacct counter; its metric is not updated and the rules do not count into it", "counter", name)
 			continue

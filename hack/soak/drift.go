@@ -195,8 +195,6 @@ func (s *soak) driftOf(ctx context.Context, nd *node, file, scratch string) (nod
 	return d, nil
 }
 
-var nfacctCounters = []string{iptables.NFAcctInvalidDropped, iptables.NFAcctLocalhostNodePorts}
-
 // hasNFAcctCounters reports whether namespace ns has kube-proxy's nfacct
 // counters (both, or none: an error otherwise).
 func hasNFAcctCounters(ns string) (bool, error) {
@@ -204,16 +202,17 @@ func hasNFAcctCounters(ns string) (bool, error) {
 	if err != nil {
 		return false, nil // no nfnetlink_acct: nothing is counted
 	}
+	counters := iptables.KubeProxyNFAcctCounters()
 	have := 0
-	for _, name := range nfacctCounters {
+	for _, name := range counters {
 		if _, err := acct.Get(name); err == nil {
 			have++
 		} else if !errors.Is(err, iptables.ErrNoCounter) {
 			return false, fmt.Errorf("nfacct in %s: %w", ns, err)
 		}
 	}
-	if have != 0 && have != len(nfacctCounters) {
-		return false, fmt.Errorf("nfacct in %s: %d of the %d counters", ns, have, len(nfacctCounters))
+	if have != 0 && have != len(counters) {
+		return false, fmt.Errorf("nfacct in %s: %d of the %d counters", ns, have, len(counters))
 	}
 	return have > 0, nil
 }
@@ -223,7 +222,7 @@ func ensureNFAcctCounters(ns string) error {
 	if err != nil {
 		return err
 	}
-	for _, name := range nfacctCounters {
+	for _, name := range iptables.KubeProxyNFAcctCounters() {
 		if err := acct.Ensure(name); err != nil {
 			return fmt.Errorf("nfacct in %s: %w", ns, err)
 		}

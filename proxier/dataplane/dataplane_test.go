@@ -139,7 +139,7 @@ func (e *env) sync(i int, services []*v1.Service, slices []*discovery.EndpointSl
 		Layout:             e.layout,
 	}
 	if e.nfacct {
-		cfg.NFAcct = []string{iptables.NFAcctInvalidDropped, iptables.NFAcctLocalhostNodePorts}
+		cfg.NFAcct = iptables.KubeProxyNFAcctCounters()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -26,7 +26,7 @@ func TestNFAcctCounters(t *testing.T) {
 	if err != nil {
 		t.Skipf("kernel without nfnetlink_acct: %v", err)
 	}
-	for _, name := range []string{iptables.NFAcctInvalidDropped, iptables.NFAcctLocalhostNodePorts} {
+	for _, name := range iptables.KubeProxyNFAcctCounters() {
 		if err := acct.Ensure(name); err != nil {
 			t.Fatal(err)
 		}

@@ -195,7 +195,7 @@ func (o *dumpOptions) nodeConfig(nodes []*v1.Node) (*rules.NodeConfig, error) {
 		cfg.NodeIPs = nodeconfig.OfFamily(nodeIPs, family)
 	}
 	if o.nfacct {
-		cfg.NFAcct = []string{iptables.NFAcctInvalidDropped, iptables.NFAcctLocalhostNodePorts}
+		cfg.NFAcct = iptables.KubeProxyNFAcctCounters()
 	}
 	// dump's --nodeport-addresses lists the addresses themselves (there is
 	// no host to match CIDRs against). As kube-proxy, each family takes its
